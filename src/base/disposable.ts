@@ -1,0 +1,3 @@
+export interface IDisposable {
+  dispose(): void;
+}

@@ -1,0 +1,47 @@
+/**
+ * The freestanding guest suite: every guest of tests/guests/guests.json, on every backend of
+ * BACKENDS, built with the machine's gcc/ld when the tests run, loaded by src/loader/flat.ts,
+ * run in a fresh VM, and judged by its exact serial transcript (tests/guests/expected/) and
+ * its exit kind and code.
+ *
+ * A backend this host cannot run is reported as a skipped test with the reason, never passed.
+ * A missing toolchain or a build error fails the suite (the guests are part of the tests).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { BackendKind } from '../../src/winhv/winhv.js';
+import { buildGuests, fillTranscript, loadManifest, readExpectedTranscript, type BuiltGuest } from './build.js';
+import { backendFor, comparableExit, cpuVendorOf, runGuest } from './harness.js';
+
+/** The backends the suite runs on. The emu backend joins with one line: 'emu'. */
+const BACKENDS: readonly BackendKind[] = ['kvm'];
+
+const manifest = loadManifest();
+
+let built: Map<string, BuiltGuest> | undefined;
+function guest(name: string): BuiltGuest {
+  built ??= buildGuests();
+  const g = built.get(name);
+  if (g === undefined) throw new Error(`guest ${name} was not built`);
+  return g;
+}
+
+for (const kind of BACKENDS) {
+  describe(`guests on ${kind}`, () => {
+    const avail = backendFor(kind);
+    for (const spec of manifest) {
+      test(`${spec.name} on ${kind}`, { timeout: spec.timeoutMs + 30000 }, async (t) => {
+        if (!avail.ok) {
+          t.skip(avail.reason);
+          return;
+        }
+        const g = guest(spec.name);
+        const expected = fillTranscript(readExpectedTranscript(spec.name), { cpuVendor: cpuVendorOf(avail.backend) });
+        const run = await runGuest(avail.backend, g);
+        t.diagnostic(`${spec.name} on ${kind}: ${run.exit.kind} after ${run.wallMs.toFixed(0)} ms, ${run.transcript.length} serial bytes`);
+        assert.equal(run.transcript, expected, `serial transcript of ${spec.name} (exit: ${JSON.stringify(comparableExit(run.exit))})`);
+        assert.deepEqual(comparableExit(run.exit), spec.exit, `exit of ${spec.name}`);
+      });
+    }
+  });
+}
