@@ -10,7 +10,7 @@
  *   winhv     -> hv, base, guestmem                   (the parent's only door into hv)
  *   vid       -> winhv, base, guestmem
  *   devices   -> vid (device interfaces), base, guestmem
- *   loader    -> base, guestmem
+ *   loader    -> base, guestmem, hv/backends/state.ts (the VpState it produces)
  *   vmbus     -> winhv, base, guestmem;   vsp -> vmbus, base, guestmem
  *   vmwp      -> everything above (composition root of one VM)
  *   vmms, cli, livekd, image -> may not reach into hv/ or its backends directly
@@ -44,7 +44,8 @@ module.exports = {
     layer('winhv-over-hv', '^src/winhv/', '^src/(?!base/|guestmem/|hv/|winhv/)', 'winhv is the typed door into hv'),
     layer('vid-over-winhv', '^src/vid/', '^src/(?!base/|guestmem/|winhv/|vid/)', 'the VID talks to the hypervisor only through winhv'),
     layer('devices-over-vid', '^src/devices/', '^src/(?!base/|guestmem/|vid/|devices/)', 'devices implement VID interfaces'),
-    layer('loader-pure', '^src/loader/', '^src/(?!base/|guestmem/|loader/)', 'the loader writes guest memory and nothing else'),
+    layer('loader-pure', '^src/loader/', '^src/(?!base/|guestmem/|loader/|hv/backends/state\\.ts$)',
+      'the loader writes guest memory and produces an initial VpState, nothing else'),
     layer('vmbus-over-winhv', '^src/vmbus/', '^src/(?!base/|guestmem/|winhv/|vmbus/)', 'VMBus reaches the SynIC through winhv'),
     layer('vsp-over-vmbus', '^src/vsp/', '^src/(?!base/|guestmem/|vmbus/|vsp/)', 'VSPs sit on VMBus'),
     layer('management-not-into-hv', '^src/(vmms|cli|livekd|image)/', '^src/hv/', 'the management plane never reaches into the hypervisor'),

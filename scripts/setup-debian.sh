@@ -4,7 +4,7 @@
 # Runs apt-get only when something is missing. Needs root (or sudo) for that.
 set -euo pipefail
 need=()
-for tool in gcc:gcc ld:binutils objcopy:binutils as:binutils apt-get:apt dpkg-deb:dpkg xz:xz-utils; do
+for tool in gcc:gcc ld:binutils objcopy:binutils as:binutils apt-get:apt dpkg-deb:dpkg xz:xz-utils qemu-system-x86_64:qemu-system-x86; do
   cmd=${tool%%:*}; pkg=${tool#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -13,7 +13,7 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   echo "setup: installing ${need[*]}" >&2
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # apt-get download needs package lists; fetch them once if there are none.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then

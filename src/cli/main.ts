@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { TshvError, errorMessage } from '../base/errors.js';
 import { registerImageCommands } from '../image/cli.js';
 import { registerProbeCommand } from './probe.js';
+import { registerRunCommand } from './run.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
 
 export function buildProgram(): Command {
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerProbeCommand(program);
   registerImageCommands(program);
+  registerRunCommand(program);
   return program;
 }
 

@@ -83,7 +83,7 @@ function magicOf(b: Uint8Array, at: number): PayloadCompression {
 
 /** Parse a bzImage's setup header and locate its payload. Pure; throws EIMAGE naming the file. */
 export function parseBzImage(bytes: Uint8Array, fileName: string): BzImage {
-  if (bytes.length < 0x206) fail(fileName, `too short for a bzImage setup header (${bytes.length} bytes)`);
+  if (bytes.length < 0x208) fail(fileName, `too short for a bzImage setup header (${bytes.length} bytes)`);
   if (identifyKernelFile(bytes) !== 'bzimage') fail(fileName, 'not a bzImage (no 0xAA55 boot flag and "HdrS" header magic)');
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = dv.getUint16(0x206, true);

@@ -22,7 +22,9 @@ import { IoDispatcher, type DispatcherStats } from '../vid/dispatch.js';
 import { MemoryBlocks } from '../vid/memory.js';
 import type { RomRegion } from '../vid/rom.js';
 import { Serial16550 } from '../devices/uart16550/uart16550.js';
-import { I8042, Port92 } from '../devices/i8042/i8042.js';
+import { I8042 } from '../devices/i8042/i8042.js';
+import { SystemControlPortA } from '../devices/i8042/port92.js';
+import { PortSink } from '../devices/sink/sink.js';
 import { TestDevice } from '../devices/testdev/testdev.js';
 import {
   createBackend, hvCreatePartition,
@@ -80,7 +82,7 @@ export class Vm implements IDisposable {
     this.dispatcher = new IoDispatcher();
     const resetAction = opts.resetAction ?? 'reset';
     const power = {
-      reset: () => this.#end(resetAction === 'poweroff' ? { kind: 'poweroff' } : { kind: 'reset' }),
+      reset: () => this.#end({ kind: 'reset' }),
       powerOff: () => this.#end({ kind: 'poweroff' }),
     };
     const serialOut = opts.serialOut ?? (() => undefined);
@@ -89,10 +91,12 @@ export class Vm implements IDisposable {
       irq: { set: (level: boolean) => partition.setIrqLine(4, level) },
       onTransmit: (byte: number) => serialOut(Uint8Array.of(byte)),
     });
-    this.i8042 = new I8042({ power, resetAction: 'reset', irq1: { set: (l: boolean) => partition.setIrqLine(1, l) }, irq12: { set: (l: boolean) => partition.setIrqLine(12, l) } });
+    this.i8042 = new I8042({ power, resetAction, irq: { set: (l: boolean) => partition.setIrqLine(1, l) } });
     this.dispatcher.register(this.serial);
     this.dispatcher.register(this.i8042);
-    this.dispatcher.register(new Port92(power));
+    this.dispatcher.register(new SystemControlPortA({ power, resetAction }));
+    // Port 0x80 is the POST / I/O-delay port Linux writes constantly: decoded, ignored, not warned about.
+    this.dispatcher.register(new PortSink('post-delay', [{ name: 'port80', first: 0x80, last: 0x80 }]));
     if (opts.testDevice === true) {
       this.testDevice = new TestDevice({
         exit: (code: number) => this.#end({ kind: 'testExit', code }),

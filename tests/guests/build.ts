@@ -16,7 +16,7 @@
  * Run directly (`node dist/tests/guests/build.js`) to build all guests and print where they are.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -340,18 +340,30 @@ export function buildGuests(opts: BuildOptions = {}): Map<string, BuiltGuest> {
     const fresh = !opts.force && existsSync(binPath) && existsSync(elfPath) && existsSync(stampPath)
       && readFileSync(stampPath, 'utf8') === stampHash;
     if (!fresh) {
-      const objs: string[] = [];
-      for (const src of [...recipe.runtime, ...spec.sources]) {
-        const path = join(srcDir, src);
-        if (!existsSync(path)) throw new TshvError('EINVAL', `guest ${spec.name}: source ${src} does not exist`);
-        const obj = `${base}.${src.replace(/[/.]/g, '_')}.o`;
-        run('gcc', [...CFLAGS_COMMON, ...recipe.cflags, '-I', srcDir, '-c', path, '-o', obj], srcDir);
-        objs.push(obj);
+      // Build in a private directory and rename into place (stamp last), so that two test
+      // processes building at once never see each other's half-written files.
+      const tmp = mkdtempSync(join(outDir, `.${spec.name}-`));
+      try {
+        const objs: string[] = [];
+        for (const src of [...recipe.runtime, ...spec.sources]) {
+          const path = join(srcDir, src);
+          if (!existsSync(path)) throw new TshvError('EINVAL', `guest ${spec.name}: source ${src} does not exist`);
+          const obj = join(tmp, `${src.replace(/[/.]/g, '_')}.o`);
+          run('gcc', [...CFLAGS_COMMON, ...recipe.cflags, '-I', srcDir, '-c', path, '-o', obj], srcDir);
+          objs.push(obj);
+        }
+        const tmpElf = join(tmp, 'guest.elf');
+        const tmpBin = join(tmp, 'guest.bin');
+        run('ld', ['-m', recipe.ldEmulation, '-nostdlib', '-z', 'noexecstack', '--no-warn-rwx-segments',
+          '-T', join(srcDir, recipe.script), '-o', tmpElf, ...objs], srcDir);
+        run('objcopy', ['-O', 'binary', tmpElf, tmpBin], srcDir);
+        writeFileSync(join(tmp, 'stamp'), stampHash);
+        renameSync(tmpElf, elfPath);
+        renameSync(tmpBin, binPath);
+        renameSync(join(tmp, 'stamp'), stampPath);
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
       }
-      run('ld', ['-m', recipe.ldEmulation, '-nostdlib', '-z', 'noexecstack', '--no-warn-rwx-segments',
-        '-T', join(srcDir, recipe.script), '-o', elfPath, ...objs], srcDir);
-      run('objcopy', ['-O', 'binary', elfPath, binPath], srcDir);
-      writeFileSync(stampPath, stampHash);
       rebuilt = true;
     }
     const elf = parseElfFacts(new Uint8Array(readFileSync(elfPath)));

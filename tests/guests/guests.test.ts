@@ -5,16 +5,28 @@
  * its exit kind and code.
  *
  * A backend this host cannot run is reported as a skipped test with the reason, never passed.
+ * TSHV_GUEST_BACKENDS=kvm,emu picks the backends for one run.
  * A missing toolchain or a build error fails the suite (the guests are part of the tests).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BackendKind } from '../../src/winhv/winhv.js';
+import { isBackendKind, type BackendKind } from '../../src/winhv/winhv.js';
 import { buildGuests, fillTranscript, loadManifest, readExpectedTranscript, type BuiltGuest } from './build.js';
 import { backendFor, comparableExit, cpuVendorOf, runGuest } from './harness.js';
 
 /** The backends the suite runs on. The emu backend joins with one line: 'emu'. */
-const BACKENDS: readonly BackendKind[] = ['kvm'];
+const DEFAULT_BACKENDS: readonly BackendKind[] = ['kvm'];
+
+/** TSHV_GUEST_BACKENDS=kvm,emu overrides the list (an unknown name fails the suite). */
+function backends(): readonly BackendKind[] {
+  const env = process.env['TSHV_GUEST_BACKENDS'];
+  if (env === undefined || env.trim() === '') return DEFAULT_BACKENDS;
+  return env.split(',').map((s) => {
+    const k = s.trim();
+    if (!isBackendKind(k)) throw new Error(`TSHV_GUEST_BACKENDS: unknown backend ${JSON.stringify(k)}`);
+    return k;
+  });
+}
 
 const manifest = loadManifest();
 
@@ -26,7 +38,7 @@ function guest(name: string): BuiltGuest {
   return g;
 }
 
-for (const kind of BACKENDS) {
+for (const kind of backends()) {
   describe(`guests on ${kind}`, () => {
     const avail = backendFor(kind);
     for (const spec of manifest) {

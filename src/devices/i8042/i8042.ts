@@ -16,9 +16,10 @@
  *   `OBF && CTR.KBDINT`; after the guest reads port 0x60 the line drops before the next byte
  *   is loaded, so an edge-triggered PIC sees one edge per byte.
  * - There is no auxiliary (mouse) device. 0xA7/0xA8 set and clear CTR.AUXDIS; the aux
- *   commands 0xA9, 0xD3 and 0xD4 are not answered (0xD3/0xD4 swallow their data byte), as on
- *   an AT-class controller without a mouse port. DEVNOTE: Linux then finds no AUX port after
- *   an i8042 command timeout; boot with `i8042.noaux` to skip the probe.
+ *   interface test 0xA9 answers 0x02 ("clock line stuck high": nothing attached); 0xD3 and
+ *   0xD4 swallow their data byte and answer nothing. DEVNOTE: Linux's i8042_check_aux() then
+ *   gives up on the AUX port after one command timeout (~0.5 s of guest time on the
+ *   unanswered 0xD3 loop test) and the 0xA9 error; boot with `i8042.noaux` to skip it.
  * - The keyboard answers reset (0xFF: ACK, BAT 0xAA), GETID (ACK 0xAB 0x83, or 0x41 with CTR
  *   translation on), echo, LED/typematic/scan-set commands with their parameter, enable and
  *   disable; anything else gets NAK (0xFE). Host scan codes can be fed with `sendScancodes()`.
@@ -34,7 +35,7 @@ import {
   ATKBD_CMD_ECHO, ATKBD_CMD_ENABLE, ATKBD_CMD_GETID, ATKBD_CMD_RESEND, ATKBD_CMD_RESET_BAT, ATKBD_CMD_RESET_DEF,
   ATKBD_CMD_RESET_DIS, ATKBD_CMD_SETLEDS, ATKBD_CMD_SETREP, ATKBD_CMD_SSCANSET, ATKBD_ID_1, ATKBD_ID_2,
   ATKBD_ID_2_XLATE, ATKBD_RET_ACK, ATKBD_RET_BAT, ATKBD_RET_ECHO, ATKBD_RET_NAK, I8042_CMD_A20_DISABLE,
-  I8042_CMD_A20_ENABLE, I8042_CMD_AUX_DISABLE, I8042_CMD_AUX_ENABLE, I8042_CMD_AUX_LOOP, I8042_CMD_AUX_SEND,
+  I8042_CMD_A20_ENABLE, I8042_AUX_TEST_CLOCK_HIGH, I8042_CMD_AUX_DISABLE, I8042_CMD_AUX_TEST, I8042_CMD_AUX_ENABLE, I8042_CMD_AUX_LOOP, I8042_CMD_AUX_SEND,
   I8042_CMD_CTL_TEST, I8042_CMD_KBD_DISABLE, I8042_CMD_KBD_ENABLE, I8042_CMD_KBD_LOOP, I8042_CMD_KBD_TEST,
   I8042_CMD_PULSE_FIRST, I8042_CMD_READ_OUTPUT, I8042_CMD_WRITE_OUTPUT, I8042_COMMAND_PORT, I8042_CTR_AUXDIS,
   I8042_CTR_DEFAULT, I8042_CTR_KBDDIS, I8042_CTR_KBDINT, I8042_CTR_SYSFLAG, I8042_CTR_XLATE, I8042_DATA_PORT,
@@ -147,13 +148,14 @@ export class I8042 implements ChipsetDevice, PortIoIntercept, StateUnit {
     const s = this.#s;
     if (port === I8042_COMMAND_PORT) return this.#status();
     // Data port: the output buffer (its last value again when empty).
+    const v = s.obByte;
     if (s.obFull) {
       s.obFull = false;
       this.#updateIrq();   // drop the line before the next byte raises it again
       this.#refill();
       this.#updateIrq();
     }
-    return s.obByte;
+    return v;
   }
 
   ioWrite(port: number, size: PioSize, value: number): IoResult {
@@ -193,6 +195,7 @@ export class I8042 implements ChipsetDevice, PortIoIntercept, StateUnit {
         this.#ctrlReply(I8042_SELFTEST_OK);
         break;
       case I8042_CMD_KBD_TEST: this.#ctrlReply(I8042_KBD_TEST_OK); break;
+      case I8042_CMD_AUX_TEST: this.#ctrlReply(I8042_AUX_TEST_CLOCK_HIGH); break;
       case I8042_CMD_KBD_DISABLE: s.ram[0] = s.ram[0]! | I8042_CTR_KBDDIS; break;
       case I8042_CMD_KBD_ENABLE: s.ram[0] = s.ram[0]! & ~I8042_CTR_KBDDIS; break;
       case I8042_CMD_READ_OUTPUT: {

@@ -52,6 +52,7 @@ export const I8042_CMD_RESET = 0xfe;        // pulse bit 0: CPU reset
 
 export const I8042_SELFTEST_OK = 0x55;
 export const I8042_KBD_TEST_OK = 0x00;
+export const I8042_AUX_TEST_CLOCK_HIGH = 0x02;   // aux interface test: clock line stuck high
 
 // Output port (0xD0 / 0xD1)
 export const I8042_OUT_RESET = 0x01;      // 0: system reset asserted

@@ -149,7 +149,11 @@ export class Serial16550 implements ChipsetDevice, PortIoIntercept, StateUnit {
     const s = this.#s;
     const cap = s.host.length;
     let dropped = 0;
+    const direct = (s.mcr & MCR_LOOP) === 0;
+    const rxCap = this.#rxCapacity();
     for (let i = 0; i < bytes.length; i++) {
+      // Straight into the FIFO while it has room and nothing older waits in the host queue.
+      if (direct && s.hostCount === 0 && s.rxCount < rxCap) { this.#rxPush(bytes[i]!); continue; }
       if (s.hostCount >= cap) { dropped = bytes.length - i; break; }
       s.host[(s.hostHead + s.hostCount) % cap] = bytes[i]!;
       s.hostCount++;

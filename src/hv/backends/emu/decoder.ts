@@ -47,6 +47,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
   let p = 0;
   let fail = false;
   const byte = (): number => {
+    if (fail) return 0;
     if (p >= MAX_LEN) { fail = true; return 0; }
     const b = fetch(p);
     if (b < 0) { p = -1000; fail = true; return 0; }
@@ -467,6 +468,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
   }
   if (fail) return p < 0 ? -1 : tooLong(out, at);
   fixByteRegs();
+  if (op === OP_STRING) effSeg = mode === 2 ? (seg === SEG_FS || seg === SEG_GS ? seg : SEG_NONE) : (seg >= 0 ? seg : SEG_DS);
   out[at + F_OP] = op;
   out[at + F_SUB] = sub;
   out[at + F_FL] = osz | (asz << FL_ASZ_SHIFT) | memFlag | rep | (lock ? FL_LOCK : 0) | (effSeg << FL_SEG_SHIFT) | ripRel | (rex !== 0 ? FL_REX : 0);

@@ -6,7 +6,7 @@ import type { TestContext } from 'node:test';
 import { createKvmBackend, probeKvm } from './index.js';
 import type { Backend } from '../backend.js';
 import { MemoryBlock, gpa } from '../../../guestmem/guestmem.js';
-import { CODE_BASE, DONE_PORT, HYPERCALL_PORT, assemble16, bootGuest } from './test-guest.js';
+import { CODE_BASE, DONE_PORT, HYPERCALL_PORT, TEST_CONFIG, assemble16, bootGuest, realModeState } from './test-guest.js';
 import type { TestVm } from './test-guest.js';
 
 const probe = probeKvm();
@@ -25,6 +25,7 @@ async function guest(t: TestContext, source: string): Promise<TestVm | null> {
   return bootGuest(b, code);
 }
 
+// Ports 0x20/0x21, 0xa0/0xa1, 0x4d0/0x4d1 belong to the in-kernel PIC and never exit.
 const DONE = `mov $0, %al\n out %al, $${DONE_PORT}\n jmp .`;
 
 test('probeKvm reports API version 12 when usable', () => {
@@ -50,25 +51,25 @@ test('pio_outAndIn_roundTripThroughHandler', async (t) => {
     mov $0xdeadbeef, %eax
     mov $0x300, %dx
     out %eax, %dx
-    in $0x20, %al
-    out %al, $0x21
-    in $0x22, %ax
-    out %ax, $0x23
+    in $0x14, %al
+    out %al, $0x15
+    in $0x16, %ax
+    out %ax, $0x17
     in %dx, %eax
     out %eax, $0x24
     ${DONE}`);
   if (vm === null) return;
   try {
-    vm.handler.inValues.set(0x20, [0x5a]).set(0x22, [0xa55a]).set(0x300, [0xcafebabe]);
+    vm.handler.inValues.set(0x14, [0x5a]).set(0x16, [0xa55a]).set(0x300, [0xcafebabe]);
     assert.deepEqual(await vm.vp.run(), { kind: 'stopped' });
     assert.deepEqual(vm.handler.events.filter((e) => e.e === 'out' || e.e === 'in'), [
       { e: 'out', port: 0x10, size: 1, value: 0x42 },
       { e: 'out', port: 0x12, size: 2, value: 0x1234 },
       { e: 'out', port: 0x300, size: 4, value: 0xdeadbeef },
-      { e: 'in', port: 0x20, size: 1 },
-      { e: 'out', port: 0x21, size: 1, value: 0x5a },
-      { e: 'in', port: 0x22, size: 2 },
-      { e: 'out', port: 0x23, size: 2, value: 0xa55a },
+      { e: 'in', port: 0x14, size: 1 },
+      { e: 'out', port: 0x15, size: 1, value: 0x5a },
+      { e: 'in', port: 0x16, size: 2 },
+      { e: 'out', port: 0x17, size: 2, value: 0xa55a },
       { e: 'in', port: 0x300, size: 4 },
       { e: 'out', port: 0x24, size: 4, value: 0xcafebabe },
       { e: 'out', port: DONE_PORT, size: 1, value: 0 },
@@ -85,17 +86,17 @@ test('pio_repOutsbAndInsw_countAboveOne', async (t) => {
     rep outsb
     mov $0x2000, %di
     mov $3, %cx
-    mov $0x40, %dx
+    mov $0x110, %dx
     rep insw
     ${DONE}
   src: .ascii "hello"`);
   if (vm === null) return;
   try {
-    vm.handler.inValues.set(0x40, [0x1111, 0x2222, 0x3333]);
+    vm.handler.inValues.set(0x110, [0x1111, 0x2222, 0x3333]);
     assert.deepEqual(await vm.vp.run(), { kind: 'stopped' });
     const outs = vm.handler.events.filter((e) => e.e === 'out' && e.port === 0x3f8).map((e) => e.e === 'out' ? e.value : 0);
     assert.equal(String.fromCharCode(...outs), 'hello');
-    assert.equal(vm.handler.events.filter((e) => e.e === 'in' && e.port === 0x40 && e.size === 2).length, 3);
+    assert.equal(vm.handler.events.filter((e) => e.e === 'in' && e.port === 0x110 && e.size === 2).length, 3);
     assert.deepEqual([...vm.partition.memory.read(0x2000, 6)], [0x11, 0x11, 0x22, 0x22, 0x33, 0x33]);
   } finally { vm.dispose(); }
 });
@@ -203,7 +204,7 @@ test('msr_wrmsrRejected_injectsGP', async (t) => {
 test('hypercall_viaHypercallCode_passesRcxRdxR8_andReturnsRax', async (t) => {
   const b = kvm(t);
   if (b === null) return;
-  const vm = await guest(t, `.byte 0xe6, ${HYPERCALL_PORT}\n out %eax, $0x60\n ${DONE}`);
+  const vm = await guest(t, `.byte 0xe6, ${HYPERCALL_PORT}\n out %eax, $0x60\n out %al, $${DONE_PORT}\n jmp .`);
   if (vm === null) return;
   try {
     assert.deepEqual([...vm.partition.hypercallCode], [0xe6, HYPERCALL_PORT]);
@@ -240,9 +241,8 @@ test('requestStop_spinningGuest_stopsAndRunContinues', async (t) => {
   } finally { vm.dispose(); }
 });
 
-test('requestStop_duringPioLoop_completesInFlightExit', async (t) => {
-  // Each OUT increments BX after the exit completes; stop mid-stream and check that the count
-  // of OUTs the handler saw equals BX (every exit it saw was completed before the stop).
+test('requestStop_duringPioOut_stopsRightAfterTheOut', async (t) => {
+  // The handler asks for a stop inside the 200th OUT: the OUT completes, nothing after it runs.
   const vm = await guest(t, `
     xor %bx, %bx
   1: mov %bx, %ax
@@ -252,12 +252,29 @@ test('requestStop_duringPioLoop_completesInFlightExit', async (t) => {
   if (vm === null) return;
   try {
     vm.handler.record = false;
-    let n = 0;
-    vm.handler.onOut = () => { if (++n === 200) vm.vp.requestStop(); };
+    vm.handler.onOut = () => { if (vm.handler.outCount === 200) vm.vp.requestStop(); };
     assert.deepEqual(await vm.vp.run(), { kind: 'stopped' });
     const s = await vm.vp.getState();
-    assert.equal(Number(s.regs.rbx & 0xffffn), vm.handler.outCount);
-    assert.ok(vm.handler.outCount >= 200);
+    assert.equal(vm.handler.outCount, 200);
+    assert.equal(Number(s.regs.rbx & 0xffffn), 199);
+    assert.equal(s.regs.rip, BigInt(CODE_BASE + 6), 'stopped at the INC after the OUT');
+  } finally { vm.dispose(); }
+});
+
+test('requestStop_duringPioIn_completesTheInBeforeStateIsRead', async (t) => {
+  const vm = await guest(t, `
+  1: in $0x71, %ax
+    jmp 1b`);
+  if (vm === null) return;
+  try {
+    let n = 0;
+    const h = vm.handler;
+    h.pioRead = (_vp, _port, _size) => { n++; if (n === 50) vm.vp.requestStop(); return 0x1000 + n; };
+    assert.deepEqual(await vm.vp.run(), { kind: 'stopped' });
+    const s = await vm.vp.getState();
+    assert.equal(n, 50);
+    assert.equal(Number(s.regs.rax & 0xffffn), 0x1000 + 50, 'the value of the in-flight IN reached AX');
+    assert.equal(s.regs.rip, BigInt(CODE_BASE + 2), 'stopped after the IN');
   } finally { vm.dispose(); }
 });
 
@@ -305,10 +322,11 @@ test('state_msrsAndXsave_roundTripValues', async (t) => {
 });
 
 test('shutdown_tripleFault_reportsShutdown', async (t) => {
+  // DEVNOTE: KVM on these (emulating) hosts takes ~10 s to report this triple fault; a plain C
+  // program driving /dev/kvm sees the same delay, so it is the kernel's, not ours.
   const vm = await guest(t, `
     lidt zero_idt
-    int $3
-    jmp .
+    ud2
   zero_idt: .word 0
     .long 0`);
   if (vm === null) return;
@@ -371,5 +389,107 @@ test('perf_pioExitRoundTrip', async (t) => {
     const us = ((performance.now() - t0) * 1000) / N;
     assert.equal(vm.handler.outCount, N + 1);
     t.diagnostic(`PIO exit round trip: ${us.toFixed(2)} us/exit over ${N} exits`);
+  } finally { vm.dispose(); }
+});
+
+test('setIrqLine_picIrq3_deliversToRealModeGuest', async (t) => {
+  // KVM resets the BSP's LVT0 to ExtINT, so the in-kernel 8259 reaches the CPU directly.
+  const vm = await guest(t, `
+    movw $isr, (0x23*4)
+    movw $0, (0x23*4+2)
+    mov $0x11, %al
+    out %al, $0x20           # ICW1: edge, cascade, ICW4 needed
+    mov $0x20, %al
+    out %al, $0x21           # ICW2: vector base 0x20
+    mov $0x04, %al
+    out %al, $0x21           # ICW3
+    mov $0x01, %al
+    out %al, $0x21           # ICW4: 8086 mode
+    mov $0xf7, %al
+    out %al, $0x21           # OCW1: unmask IRQ3 only
+    mov $1, %al
+    out %al, $0x80           # ready
+    sti
+  1: hlt
+    jmp 1b
+  isr:
+    mov $0x33, %al
+    out %al, $0x81
+    ${DONE}`);
+  if (vm === null) return;
+  try {
+    vm.handler.onOut = (port) => {
+      if (port === 0x80) setTimeout(() => { vm.partition.setIrqLine(3, true); vm.partition.setIrqLine(3, false); }, 20);
+    };
+    assert.deepEqual(await vm.vp.run(), { kind: 'stopped' });
+    assert.ok(vm.handler.events.some((e) => e.e === 'out' && e.port === 0x81 && e.value === 0x33), JSON.stringify(vm.handler.events));
+    assert.ok(!vm.handler.events.some((e) => e.e === 'out' && (e.port === 0x20 || e.port === 0x21)), 'PIC ports are in-kernel');
+  } finally { vm.dispose(); }
+});
+
+test('twoVps_runConcurrently_exitsCarryTheirVpIndex', async (t) => {
+  const b = kvm(t);
+  if (b === null) return;
+  const code = assemble16(`
+    mov $100, %cx
+  1: out %ax, $0x10
+    loop 1b
+    out %al, $${DONE_PORT}
+    jmp .`);
+  if (code === null) { t.skip('GNU as/ld not installed'); return; }
+  const partition = await b.createPartition({ ...TEST_CONFIG, vpCount: 2, cpuid: b.supportedCpuid() });
+  const ram = new MemoryBlock(0x10000, 'ram');
+  try {
+    partition.mapMemory(gpa(0), ram, true);
+    partition.memory.write(CODE_BASE, code);
+    const seen: number[][] = [[], []];
+    partition.setExitHandler({
+      pioRead: () => 0,
+      pioWrite: (vp, port, _size, value) => {
+        if (port === 0x10) seen[vp]!.push(value);
+        if (port === DONE_PORT) partition.vps[vp]!.requestStop();
+      },
+      mmioRead: () => undefined, mmioWrite: () => undefined,
+      msrRead: () => null, msrWrite: () => false, hypercall: () => 0n,
+    });
+    for (const vp of partition.vps) {
+      const s = realModeState(await vp.getState());
+      s.regs.rax = BigInt(0xa0 + vp.index);
+      s.halted = false;           // the AP waits for INIT/SIPI until made runnable
+      await vp.setState(s);
+    }
+    const results = await Promise.all(partition.vps.map((vp) => vp.run()));
+    assert.deepEqual(results, [{ kind: 'stopped' }, { kind: 'stopped' }]);
+    assert.deepEqual(seen[0], new Array<number>(100).fill(0xa0));
+    assert.deepEqual(seen[1], new Array<number>(100).fill(0xa1));
+  } finally { partition.dispose(); }
+});
+
+test('dispose_whileRunning_resolvesRunAndRejectsLaterCalls', async (t) => {
+  const vm = await guest(t, 'spin: jmp spin');
+  if (vm === null) return;
+  const p = vm.vp.run();
+  await new Promise((r) => setTimeout(r, 20));
+  vm.dispose();
+  assert.deepEqual(await p, { kind: 'stopped' });
+  await assert.rejects(vm.vp.getState(), /disposed/);
+  assert.throws(() => vm.partition.mapMemory(gpa(0x20000), new MemoryBlock(0x1000, 'late'), true), /disposed/);
+  vm.dispose();       // idempotent
+});
+
+test('createPartition_rejectsBadConfig', async (t) => {
+  const b = kvm(t);
+  if (b === null) return;
+  await assert.rejects(b.createPartition({ ...TEST_CONFIG, hypercallPort: 0x100 }), /8-bit port/);
+  await assert.rejects(b.createPartition({ ...TEST_CONFIG, vpCount: 0 }), /vpCount/);
+  await assert.rejects(b.createPartition({ ...TEST_CONFIG, interceptMsrs: [{ first: 10, last: 1 }] }), /bad MSR range/);
+});
+
+test('mapMemory_overlapOrUnaligned_rejected', async (t) => {
+  const vm = await guest(t, 'jmp .');
+  if (vm === null) return;
+  try {
+    assert.throws(() => vm.partition.mapMemory(gpa(0x8000), new MemoryBlock(0x1000, 'overlap'), true), /overlaps/);
+    assert.throws(() => vm.partition.mapMemory(gpa(0x20800), new MemoryBlock(0x1000, 'odd'), true), /not page aligned/);
   } finally { vm.dispose(); }
 });

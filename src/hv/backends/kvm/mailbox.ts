@@ -29,6 +29,19 @@ export const MB_DATA_OFFSET = MB_SLOTS * 4;
 export const MB_DATA_SIZE = 4096;
 export const MB_BYTES = MB_DATA_OFFSET + MB_DATA_SIZE;
 
+/**
+ * DEVNOTE: both sides spin briefly before sleeping. KVM's own PIO exit round trip is ~7-11 us
+ * here (a C loop); a futex sleep and wake-up on each side adds tens of microseconds. The vCPU
+ * thread spins VCPU_SPIN_ITERATIONS loads (a few microseconds) for the reply; the device thread
+ * spins up to DEVICE_SPIN_MS for the next exit, but only while such spins keep succeeding
+ * (on a loaded host spinning steals the CPU the other side needs), and hands back to the event
+ * loop after DEVICE_BATCH exits in a row so timers and other VPs get their turn.
+ */
+export const VCPU_SPIN_ITERATIONS = 2000;
+export const DEVICE_SPIN_MS = 0.02;
+export const DEVICE_SPIN_MAX_MISSES = 4;
+export const DEVICE_BATCH = 256;
+
 export const ST_IDLE = 0;
 export const ST_POSTED = 1;
 export const ST_REPLIED = 2;

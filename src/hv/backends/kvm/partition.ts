@@ -29,6 +29,9 @@ import * as native from './native.js';
 
 const log = new Logger('kvm');
 
+/** How long dispose() waits for a kicked vCPU thread to leave KVM_RUN. */
+const DISPOSE_STOP_TIMEOUT_MS = 2000;
+
 /** Where KVM on VMX keeps its real-mode TSS (3 pages) and identity page table: QEMU's choice. */
 export const KVM_TSS_ADDR = 0xfeffd000;
 export const KVM_IDENTITY_MAP_ADDR = 0xfeffc000;
@@ -184,7 +187,8 @@ export class KvmPartition implements Partition {
   }
 
   /**
-   * Stop every VP, drop every memory slot (after that KVM no longer touches the blocks' memory),
+   * Stop every VP (synchronously, bounded: a guest must not run on without its memory), drop
+   * every memory slot (after that KVM no longer touches the blocks' memory),
    * close the VM and let the vCPU threads close their fds and exit. Pending run() promises
    * resolve with {kind:'stopped'}.
    */
@@ -192,6 +196,7 @@ export class KvmPartition implements Partition {
     if (this.#disposed) return;
     this.#disposed = true;
     for (const vp of this.vps) vp.requestStop();
+    for (const vp of this.vps) vp.stopNow(DISPOSE_STOP_TIMEOUT_MS);
     for (const slot of [...this.#slots.keys()]) {
       try { this.#removeSlot(slot); } catch (e) { log.error(`removing memory slot ${slot}: ${errorMessage(e)}`); }
     }
@@ -214,7 +219,8 @@ function validateConfig(c: PartitionConfig): void {
  * DEVNOTE: the one Promise per exit it returns is the price of not blocking the device thread.
  */
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): WaitAsyncResult }).waitAsync;
+const atomics = Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): WaitAsyncResult };
+function waitAsync(a: Int32Array, i: number, v: number): WaitAsyncResult { return atomics.waitAsync(a, i, v); }
 
 interface Pending<T> { resolve(v: T): void; reject(e: unknown): void }
 
@@ -242,6 +248,10 @@ export class KvmVp implements VirtualProcessor {
   #stopRequested = false;
   #handlerError: string | null = null;
   #exits = 0;
+  /** The pump waits on waitAsync or setImmediate: it will run again by itself. */
+  #parked = false;
+  /** Consecutive device-side spins that ended without an exit (adaptive spinning). */
+  #spinMisses = 0;
 
   constructor(partition: KvmPartition, index: number) {
     this.#partition = partition;
@@ -289,7 +299,8 @@ export class KvmVp implements VirtualProcessor {
       this.#handlerError = null;
       this.#worker!.ref();
       this.#worker!.postMessage({ op: 'run' } satisfies mb.ToVcpu);
-      this.#pump();
+      // A pump still parked from an earlier run (stopNow consumed its stop) takes over.
+      if (!this.#parked) this.#pump();
     });
   }
 
@@ -354,7 +365,32 @@ export class KvmVp implements VirtualProcessor {
     if (this.#runPage !== null) { native.munmap(this.#runPage); this.#runPage = null; this.#runView = null; }
   }
 
-  /** Called by the partition's dispose(), after requestStop(). */
+  /**
+   * Wait (blocking the device thread, at most `timeoutMs`) until a kicked VP has stopped,
+   * answering any exit still in flight without the handler. For dispose() only.
+   */
+  stopNow(timeoutMs: number): void {
+    if (this.#running === null) return;
+    this.requestStop();
+    const box = this.#box;
+    const end = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.#running === null) return;
+      const s = Atomics.load(box, mb.MB_STATE);
+      if (s === mb.ST_POSTED) {
+        if (box[mb.MB_KIND] === mb.EX_STOP) { this.#onStop(); return; }
+        this.#handleExit();
+        Atomics.store(box, mb.MB_STATE, mb.ST_REPLIED);
+        Atomics.notify(box, mb.MB_STATE);
+        continue;
+      }
+      const left = end - performance.now();
+      if (left <= 0) { log.error(`VP ${this.index} did not stop within ${timeoutMs} ms`); return; }
+      Atomics.wait(box, mb.MB_STATE, s, left);
+    }
+  }
+
+  /** Called by the partition's dispose(), after stopNow(). */
   shutdown(): void {
     const w = this.#worker;
     if (w === null) return;
@@ -365,19 +401,30 @@ export class KvmVp implements VirtualProcessor {
 
   /** Drain the mailbox: handle posted exits; park on Atomics.waitAsync when there are none. */
   readonly #pump = (): void => {
+    this.#parked = false;
     const box = this.#box;
+    let batch = 0;
     for (;;) {
       if (this.#running === null) return;
-      const s = Atomics.load(box, mb.MB_STATE);
+      let s = Atomics.load(box, mb.MB_STATE);
+      if (s !== mb.ST_POSTED && batch > 0) {
+        if (this.#spinMisses < mb.DEVICE_SPIN_MAX_MISSES) {
+          s = spinFor(box, mb.ST_POSTED);
+          this.#spinMisses = s === mb.ST_POSTED ? 0 : this.#spinMisses + 1;
+        } else if ((this.#exits & 63) === 0) {
+          this.#spinMisses = mb.DEVICE_SPIN_MAX_MISSES - 1;      // probe again now and then
+        }
+      }
       if (s !== mb.ST_POSTED) {
         const w = waitAsync(box, mb.MB_STATE, s);
-        if (w.async) { void w.value.then(this.#pump); return; }
+        if (w.async) { this.#parked = true; void w.value.then(this.#pump); return; }
         continue;
       }
       if (box[mb.MB_KIND] === mb.EX_STOP) { this.#onStop(); return; }
       this.#handleExit();
       Atomics.store(box, mb.MB_STATE, mb.ST_REPLIED);
       Atomics.notify(box, mb.MB_STATE);
+      if (++batch >= mb.DEVICE_BATCH) { this.#parked = true; setImmediate(this.#pump); return; }   // let timers and other VPs run
     }
   };
 
@@ -484,6 +531,18 @@ export class KvmVp implements VirtualProcessor {
     const err = this.#handlerError;
     this.#handlerError = null;
     r?.resolve(err !== null ? { kind: 'error', message: err } : reason);
+  }
+}
+
+/** Spin up to DEVICE_SPIN_MS for the mailbox to reach `want`; returns the last state seen. */
+function spinFor(box: Int32Array, want: number): number {
+  const end = performance.now() + mb.DEVICE_SPIN_MS;
+  for (;;) {
+    for (let i = 0; i < 64; i++) {
+      const s = Atomics.load(box, mb.MB_STATE);
+      if (s === want) return s;
+    }
+    if (performance.now() >= end) return Atomics.load(box, mb.MB_STATE);
   }
 }
 

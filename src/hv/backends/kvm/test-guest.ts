@@ -126,5 +126,5 @@ export async function bootGuest(backend: Backend, code: Uint8Array, config: Part
   partition.memory.write(CODE_BASE, code);
   const vp = partition.vps[0]!;
   await vp.setState(realModeState(await vp.getState()));
-  return { partition, vp, ram, handler, dispose: () => { mapping.dispose(); partition.dispose(); } };
+  return { partition, vp, ram, handler, dispose: () => { partition.dispose(); mapping.dispose(); } };
 }

@@ -1,0 +1,169 @@
+/**
+ * A minimal local APIC for the emulated processor (Intel SDM vol. 3A, chapter 11), so that
+ * `Partition.signalMsi` works on `emu` as it does with KVM's in-kernel irqchip.
+ *
+ * Implemented: the xAPIC register page at the APIC base (0xFEE00000 by default) with ID,
+ * version, TPR, APR/PPR, EOI, LDR, DFR, SVR (software enable), ISR/TMR/IRR bitmaps, ESR, ICR
+ * (fixed IPIs by physical destination or shorthand), the LVT entries as plain storage, and
+ * vector priority: an interrupt is deliverable when its priority class exceeds the PPR.
+ * FUTURE: the LAPIC timer, INIT/SIPI, NMI/ExtINT delivery modes, x2APIC.
+ *
+ * DEVNOTE: register values are kept in the architectural 1 KiB layout (state.ts
+ * LAPIC_STATE_SIZE) so save/restore is a copy. `ready` caches the vector that would be
+ * delivered next (or -1) so the processor checks one field per block.
+ */
+export const LAPIC_ID = 0x20, LAPIC_VERSION = 0x30, LAPIC_TPR = 0x80, LAPIC_APR = 0x90, LAPIC_PPR = 0xa0,
+  LAPIC_EOI = 0xb0, LAPIC_LDR = 0xd0, LAPIC_DFR = 0xe0, LAPIC_SVR = 0xf0, LAPIC_ISR = 0x100, LAPIC_TMR = 0x180,
+  LAPIC_IRR = 0x200, LAPIC_ESR = 0x280, LAPIC_ICR_LO = 0x300, LAPIC_ICR_HI = 0x310, LAPIC_LVT_TIMER = 0x320,
+  LAPIC_LVT_ERROR = 0x370, LAPIC_TIMER_ICR = 0x380, LAPIC_TIMER_CCR = 0x390, LAPIC_TIMER_DCR = 0x3e0;
+
+export const SVR_APIC_ENABLE = 0x100;
+const LVT_MASKED = 0x10000;
+/** Version register: version 0x14 (integrated xAPIC), max LVT entry 5. */
+const VERSION_VALUE = 0x00050014;
+
+/** How an APIC sends an IPI to another VP's APIC (the partition routes it). */
+export type IpiSink = (destination: number, shorthand: number, destMode: number, vector: number) => void;
+
+export class Lapic {
+  readonly regs = new Uint8Array(1024);
+  readonly #dv = new DataView(this.regs.buffer);
+  /** Next deliverable vector, or -1. */
+  ready = -1;
+  // Statistics
+  readonly stats = { accepted: 0, delivered: 0, eois: 0 };
+
+  constructor(readonly apicId: number, private readonly ipi: IpiSink) { this.reset(); }
+
+  reset(): void {
+    this.regs.fill(0);
+    this.#set(LAPIC_ID, (this.apicId & 0xff) << 24);
+    this.#set(LAPIC_VERSION, VERSION_VALUE);
+    this.#set(LAPIC_DFR, 0xffffffff);
+    this.#set(LAPIC_SVR, 0xff);
+    for (let r = LAPIC_LVT_TIMER; r <= LAPIC_LVT_ERROR; r += 0x10) this.#set(r, LVT_MASKED);
+    this.ready = -1;
+  }
+
+  #get(off: number): number { return this.#dv.getUint32(off, true); }
+  #set(off: number, v: number): void { this.#dv.setUint32(off, v >>> 0, true); }
+  #bit(base: number, v: number): boolean { return ((this.#get(base + ((v >> 5) << 4)) >>> (v & 31)) & 1) !== 0; }
+  #setBit(base: number, v: number, on: boolean): void {
+    const off = base + ((v >> 5) << 4);
+    const m = 1 << (v & 31);
+    this.#set(off, on ? this.#get(off) | m : this.#get(off) & ~m);
+  }
+  /** Highest set vector in a 256-bit bitmap, or -1. */
+  #highest(base: number): number {
+    for (let w = 7; w >= 0; w--) {
+      const x = this.#get(base + (w << 4));
+      if (x !== 0) return (w << 5) + 31 - Math.clz32(x);
+    }
+    return -1;
+  }
+
+  get softwareEnabled(): boolean { return (this.#get(LAPIC_SVR) & SVR_APIC_ENABLE) !== 0; }
+  get tpr(): number { return this.#get(LAPIC_TPR) & 0xff; }
+  set tpr(v: number) { this.#set(LAPIC_TPR, v & 0xff); this.#update(); }
+
+  #ppr(): number {
+    const tpr = this.tpr;
+    const isr = this.#highest(LAPIC_ISR);
+    const isrClass = isr < 0 ? 0 : isr & 0xf0;
+    return (tpr & 0xf0) >= isrClass ? tpr : isrClass;
+  }
+
+  #update(): void {
+    const irr = this.#highest(LAPIC_IRR);
+    this.#set(LAPIC_PPR, this.#ppr());
+    this.ready = irr >= 16 && (irr & 0xf0) > (this.#ppr() & 0xf0) ? irr : -1;
+  }
+
+  /** Accept a fixed interrupt (from MSI, IPI or an interrupt controller). Vectors 0-15 are illegal. */
+  accept(vector: number, level: boolean): void {
+    vector &= 0xff;
+    if (vector < 16) { this.#set(LAPIC_ESR, this.#get(LAPIC_ESR) | 0x40); return; }  // received illegal vector
+    if (!this.softwareEnabled) return;
+    this.stats.accepted++;
+    this.#setBit(LAPIC_IRR, vector, true);
+    this.#setBit(LAPIC_TMR, vector, level);
+    this.#update();
+  }
+
+  /** The processor takes the interrupt: IRR -> ISR. Returns the vector (the caller checked `ready`). */
+  acknowledge(): number {
+    const v = this.ready;
+    if (v < 0) return -1;
+    this.#setBit(LAPIC_IRR, v, false);
+    this.#setBit(LAPIC_ISR, v, true);
+    this.stats.delivered++;
+    this.#update();
+    return v;
+  }
+
+  #eoi(): void {
+    const v = this.#highest(LAPIC_ISR);
+    if (v >= 0) this.#setBit(LAPIC_ISR, v, false);
+    this.stats.eois++;
+    this.#update();
+  }
+
+  /** A 32-bit MMIO read at `off` (0-0xFFF) of the APIC page. */
+  read(off: number): number {
+    off &= 0xff0;
+    if (off >= 0x400) return 0;
+    if (off === LAPIC_PPR) return this.#ppr();
+    if (off === LAPIC_TIMER_CCR) return 0;   // FUTURE: timer
+    return this.#get(off);
+  }
+
+  /** A 32-bit MMIO write. Read-only registers ignore writes. */
+  write(off: number, v: number): void {
+    off &= 0xff0;
+    v >>>= 0;
+    switch (off) {
+      case LAPIC_ID: this.#set(off, v & 0xff000000); break;
+      case LAPIC_TPR: this.tpr = v; break;
+      case LAPIC_EOI: this.#eoi(); break;
+      case LAPIC_LDR: this.#set(off, v & 0xff000000); break;
+      case LAPIC_DFR: this.#set(off, v | 0x0fffffff); break;
+      case LAPIC_SVR: {
+        this.#set(off, v & 0x13ff);
+        if ((v & SVR_APIC_ENABLE) === 0) {
+          for (let r = LAPIC_LVT_TIMER; r <= LAPIC_LVT_ERROR; r += 0x10) this.#set(r, this.#get(r) | LVT_MASKED);
+        }
+        this.#update();
+        break;
+      }
+      case LAPIC_ESR: this.#set(off, 0); break;
+      case LAPIC_ICR_HI: this.#set(off, v & 0xff000000); break;
+      case LAPIC_ICR_LO: {
+        this.#set(off, v & ~0x1000);  // delivery status always idle
+        const mode = (v >> 8) & 7;
+        if (mode === 0) this.ipi(this.#get(LAPIC_ICR_HI) >>> 24, (v >> 18) & 3, (v >> 11) & 1, v & 0xff);
+        break;
+      }
+      case LAPIC_TIMER_ICR: case LAPIC_TIMER_DCR: this.#set(off, v); break;
+      default:
+        if (off >= LAPIC_LVT_TIMER && off <= LAPIC_LVT_ERROR) {
+          this.#set(off, this.softwareEnabled ? v : v | LVT_MASKED);
+        }
+        break; // ID/version/ISR/TMR/IRR/PPR/APR and reserved: read-only or ignored
+    }
+  }
+
+  /** Does a logical or physical destination match this APIC? */
+  matches(destination: number, destMode: number): boolean {
+    if (destMode === 0) return destination === 0xff || destination === (this.#get(LAPIC_ID) >>> 24);
+    const ldr = this.#get(LAPIC_LDR) >>> 24;
+    const flat = (this.#get(LAPIC_DFR) >>> 28) === 0xf;
+    if (flat) return (ldr & destination) !== 0;
+    return (destination >>> 4) === (ldr >>> 4) && (destination & ldr & 0xf) !== 0;
+  }
+
+  getState(): Uint8Array { return this.regs.slice(); }
+  setState(bytes: Uint8Array): void {
+    this.regs.set(bytes.subarray(0, 1024));
+    this.#update();
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * Partition-wide state of the emulated processors: the physical memory map as the processors
+ * see it (PhysMem) and the cache of decoded blocks (CodeCache).
+ *
+ * DEVNOTE: both are shared by all VPs of a partition (they run on one thread, ADR 0002/0007).
+ * Decoded blocks depend only on the physical bytes and the code size, so one cache serves
+ * every VP; each VP keeps its own TLB. PhysMem is rebuilt from GuestMemory.regions() whenever
+ * the map changes, and then every TLB and the block cache are flushed.
+ */
+import type { GuestMemory } from '../../../guestmem/guestmem.js';
+import { STRIDE } from './ops.js';
+
+export const PAGE_SHIFT = 12;
+
+/** The physical memory map: parallel arrays, one entry per RAM/ROM region, sorted by start. */
+export class PhysMem {
+  start: number[] = [];
+  end: number[] = [];
+  writable: boolean[] = [];
+  u8: Uint8Array[] = [];
+  dv: DataView[] = [];
+  /** One byte per 4 KiB page: 1 when the page holds decoded code. */
+  code: Uint8Array[] = [];
+
+  constructor(private readonly mem: GuestMemory) { this.rebuild(); }
+
+  rebuild(): void {
+    this.start = []; this.end = []; this.writable = []; this.u8 = []; this.dv = []; this.code = [];
+    for (const r of this.mem.regions()) {
+      const bytes = r.block.bytes;
+      this.start.push(r.start);
+      this.end.push(r.end);
+      this.writable.push(r.writable);
+      this.u8.push(bytes);
+      this.dv.push(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      this.code.push(new Uint8Array(Math.ceil((r.end - r.start) / 4096)));
+    }
+  }
+
+  /** Index of the region holding physical address `pa`, or -1. */
+  find(pa: number): number {
+    const s = this.start, e = this.end;
+    for (let i = 0; i < s.length; i++) if (pa >= s[i]! && pa < e[i]!) return i;
+    return -1;
+  }
+}
+
+/** Maximum instructions per block. */
+export const MAX_BLOCK_INSNS = 64;
+const POOL_INSNS = 1 << 18;
+const MAX_BLOCKS = 1 << 16;
+const TABLE_BITS = 16;
+const TABLE_MASK = (1 << TABLE_BITS) - 1;
+
+/**
+ * Decoded blocks: an instruction pool (fixed-stride records, ops.ts), block descriptors, a
+ * direct-mapped lookup table keyed by (physical address, code size) and per-page block
+ * lists for invalidation. When the pool or the descriptors run out, everything is flushed.
+ */
+export class CodeCache {
+  readonly pool = new Int32Array(POOL_INSNS * STRIDE);
+  poolUsed = 0;
+  blocks = 0;
+  readonly blkFirst = new Int32Array(MAX_BLOCKS);
+  readonly blkCount = new Int32Array(MAX_BLOCKS);
+  readonly blkBytes = new Int32Array(MAX_BLOCKS);
+  readonly blkKey = new Float64Array(MAX_BLOCKS);
+  readonly blkNext = new Int32Array(MAX_BLOCKS);
+  readonly blkValid = new Uint8Array(MAX_BLOCKS);
+  /** Execution counts: the hook for the future compiling tier (ADR 0007). */
+  readonly blkExec = new Int32Array(MAX_BLOCKS);
+  readonly tKey = new Float64Array(1 << TABLE_BITS).fill(-1);
+  readonly tBlk = new Int32Array(1 << TABLE_BITS);
+  readonly pageHead = new Map<number, number>();
+  // Statistics
+  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0 };
+  /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
+  onNewCodePage: (pa: number) => void = () => undefined;
+
+  constructor(readonly phys: PhysMem) {}
+
+  static key(pa: number, mode: number): number { return pa * 4 + mode; }
+  static slot(pa: number, mode: number): number {
+    const lo = pa >>> 0;
+    return ((lo >>> 2) ^ (lo >>> 14) ^ (mode << 13)) & TABLE_MASK;
+  }
+
+  lookup(pa: number, mode: number): number {
+    const s = CodeCache.slot(pa, mode);
+    return this.tKey[s] === pa * 4 + mode ? this.tBlk[s]! : -1;
+  }
+
+  /** Make room for a block of up to MAX_BLOCK_INSNS + 1 instructions; returns the first pool index. */
+  reserve(): number {
+    if (this.poolUsed + MAX_BLOCK_INSNS + 1 > POOL_INSNS || this.blocks >= MAX_BLOCKS) this.flush();
+    return this.poolUsed;
+  }
+
+  /** Commit a block decoded at the reserved pool position. `cache` false: a transient block. */
+  commit(pa: number, mode: number, count: number, bytes: number, cache: boolean): number {
+    const b = this.blocks++;
+    this.blkFirst[b] = this.poolUsed;
+    this.blkCount[b] = count;
+    this.blkBytes[b] = bytes;
+    this.blkKey[b] = pa * 4 + mode;
+    this.blkExec[b] = 0;
+    this.poolUsed += count;
+    this.stats.blocksDecoded++;
+    if (!cache) { this.blkValid[b] = 0; return b; }
+    this.blkValid[b] = 1;
+    const s = CodeCache.slot(pa, mode);
+    this.tKey[s] = pa * 4 + mode;
+    this.tBlk[s] = b;
+    const page = Math.floor(pa / 4096);
+    const head = this.pageHead.get(page);
+    this.blkNext[b] = head ?? -1;
+    this.pageHead.set(page, b);
+    const r = this.phys.find(pa);
+    if (r >= 0) {
+      const pg = Math.floor((pa - this.phys.start[r]!) / 4096);
+      const bits = this.phys.code[r]!;
+      if (bits[pg] === 0) { bits[pg] = 1; this.onNewCodePage(page * 4096); }
+    }
+    return b;
+  }
+
+  /** Drop every block decoded from physical page `page` (a page number). */
+  invalidatePage(page: number): void {
+    let b = this.pageHead.get(page) ?? -1;
+    this.pageHead.delete(page);
+    let guard = MAX_BLOCKS;
+    while (b >= 0 && guard-- > 0) {
+      if (this.blkValid[b] === 1) {
+        this.blkValid[b] = 0;
+        const key = this.blkKey[b]!;
+        const pa = Math.floor(key / 4), mode = key - pa * 4;
+        const s = CodeCache.slot(pa, mode);
+        if (this.tKey[s] === key && this.tBlk[s] === b) this.tKey[s] = -1;
+      }
+      b = this.blkNext[b]!;
+    }
+    const r = this.phys.find(page * 4096);
+    if (r >= 0) this.phys.code[r]![Math.floor((page * 4096 - this.phys.start[r]!) / 4096)] = 0;
+    this.stats.invalidations++;
+  }
+
+  /** Invalidate all code in [pa, pa+len) (host-side writes). */
+  invalidateRange(pa: number, len: number): void {
+    if (len <= 0) return;
+    const first = Math.floor(pa / 4096), last = Math.floor((pa + len - 1) / 4096);
+    for (let p = first; p <= last; p++) if (this.pageHead.has(p)) this.invalidatePage(p);
+  }
+
+  flush(): void {
+    this.poolUsed = 0;
+    this.blocks = 0;
+    this.tKey.fill(-1);
+    this.pageHead.clear();
+    for (const c of this.phys.code) c.fill(0);
+    this.stats.flushes++;
+  }
+}
