@@ -10,6 +10,7 @@
 import type { Command } from 'commander';
 import { TshvError } from '../base/errors.js';
 import { resolveKernelAndInitrd } from '../image/build.js';
+import { makeProgress } from '../image/cli.js';
 import { createBackend, isBackendKind } from '../vmwp/host.js';
 
 interface RunOptions { kernel?: string; initrd?: string; append?: string; memory: string; cpus: string }
@@ -36,12 +37,13 @@ export function registerRunCommand(program: Command): void {
       const memoryBytes = parseMemory(opts.memory);
       const cpus = Number(opts.cpus);
       if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) throw new TshvError('EINVAL', `--cpus must be 1..64, got ${opts.cpus}`);
+      const progress = makeProgress();
       const boot = await resolveKernelAndInitrd({
         ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}),
         ...(opts.initrd !== undefined ? { initrd: opts.initrd } : {}),
         ...(opts.append !== undefined ? { cmdline: opts.append } : {}),
-        onProgress: (phase) => process.stderr.write(`tshv: ${phase}\n`),
-      });
+        onProgress: progress.onProgress,
+      }).finally(() => progress.stop());
       const backendOpt = program.opts<{ backend?: string }>().backend;
       const backend = createBackend(backendOpt !== undefined && isBackendKind(backendOpt) ? backendOpt : undefined);
       process.stderr.write(`tshv: kernel ${boot.kernelPath} (${boot.kernel.segments.length} segments), initrd ${boot.initrdPath} (${boot.initrd.length} bytes, ${boot.initrdInfo.format}), ${memoryBytes / 1024 ** 2} MiB, ${cpus} CPUs, backend ${backend.kind}\n`);
