@@ -2066,6 +2066,7 @@ export class Cpu {
       if (this.excVec !== -1) return ST_EXC;
     } else a = this.getR(D[i + F_RM]!, sz);
     let aHi = sz === 3 ? this.vhi : 0;
+    const origHi = aHi;
     const b = this.getR(D[i + F_REG]!, sz), bHi = sz === 3 ? this.vhi : 0;
     const c = this.#shiftCount(i);
     if (c !== 0) {
@@ -2082,9 +2083,7 @@ export class Cpu {
           this.#shl64(b, bHi, 64 - c);
           a = l | this.t0; aHi = h | this.t1;
         }
-        const of = ((aHi ^ (right ? 0 : 0)) >>> 31) ^ (this.#origSign ?? 0);
-        void of;
-        this.#resultFlags(a, aHi, 3, cf, 0);
+        this.#resultFlags(a, aHi, 3, cf, ((aHi ^ origHi) >>> 31) & 1);
       } else {
         const bits = 8 << sz;
         const av = a & MASK[sz]!, bv = b & MASK[sz]!;
@@ -2105,7 +2104,6 @@ export class Cpu {
     if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, a, aHi); else this.setR(D[i + F_RM]!, sz, a, aHi);
     return ST_NEXT;
   }
-  #origSign: number | undefined = undefined;
 
   #bt(i: number): number {
     const D = this.D;
@@ -2117,7 +2115,10 @@ export class Cpu {
     if (D[i + F_OP] === OP_BT_RM_I) off = D[i + F_IMM]! & (bits - 1);
     else {
       const v = this.getR(D[i + F_REG]!, sz);
-      off = sz === 3 ? this.vhi * TWO32 + (v >>> 0) : sz === 2 ? v : sx(v, 1);
+      // Register operand: the offset is taken modulo the size. Memory operand: signed
+      // displacement (|offset| >= 2^53 lands on a non-canonical address anyway).
+      if ((fl & FL_MEM) === 0) off = v & (bits - 1);
+      else off = sz === 3 ? this.vhi * TWO32 + (v >>> 0) : sz === 2 ? v : sx(v, 1);
     }
     this.materialize();
     if ((fl & FL_MEM) !== 0) {

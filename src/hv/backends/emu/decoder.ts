@@ -370,7 +370,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
       op = OP_JCC; sub = b1 & 15; osz = osz64(); rel();
     } else if (b1 >= 0x90 && b1 < 0xa0) {
       byteOp = true; osz = 0; modrm(); op = OP_SETCC; sub = b1 & 15;
-    } else if (b1 >= 0xc8) {
+    } else if (b1 >= 0xc8 && b1 < 0xd0) {
       op = OP_BSWAP; out[at + F_REG] = (b1 & 7) | rexB;
     } else if (b1 >= 0x18 && b1 < 0x20) {
       modrm(); op = OP_NOP; // hint NOPs, prefetch, NOP Ev

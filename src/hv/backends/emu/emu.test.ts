@@ -1,23 +1,432 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { longModeVm, realModeVm } from './testing.js';
+import fc from 'fast-check';
+import { longModeVm, realModeVm, CODE_BASE } from './testing.js';
+import { decode } from './decoder.js';
+import { STRIDE, F_OP, OP_UD } from './ops.js';
+import { EMU_VENDOR, createEmuBackend } from './index.js';
 
 const CF = 1n, PF = 4n, AF = 0x10n, ZF = 0x40n, SF = 0x80n, OF = 0x800n;
 const ARITH = CF | PF | AF | ZF | SF | OF;
 
-async function run64(src: string) {
-  const vm = await longModeVm(src + '\nhlt\n');
+async function run64(src: string, idt?: Map<number, string>) {
+  const vm = await longModeVm(src + '\nhlt\n', idt ? { idt } : {});
   const r = await vm.run();
   assert.deepEqual(r, { kind: 'halted' });
   return { vm, st: await vm.state() };
 }
 
-describe('emu: basics', () => {
-  it('mov/add in long mode halts with the result', async () => {
+/** Exception handler that records (vector-specific) error code, CR2 and faulting RIP, then halts. */
+const HANDLERS = `
+ud_handler: mov r12, 6
+  mov r13, [rsp]
+  hlt
+gp_handler: mov r12, 13
+  pop r15
+  mov r13, [rsp]
+  hlt
+pf_handler: mov r12, 14
+  pop r15
+  mov r14, cr2
+  mov r13, [rsp]
+  mov r11, [rsp + 8]
+  hlt
+de_handler: mov r12, 0
+  mov r13, [rsp]
+  hlt
+`;
+const EXC_IDT = new Map([[6, 'ud_handler'], [13, 'gp_handler'], [14, 'pf_handler'], [0, 'de_handler']]);
+
+describe('emu: integer basics and flags', () => {
+  it('mov/add in long mode with 64-bit carry propagation', async () => {
     const { st } = await run64('mov rax, 0x123456789\nmov rbx, 0x100000000\nadd rax, rbx\nmov ecx, -1\nmov dl, 0x80\nadd dl, dl\npushfq\npop rsi');
     assert.equal(st.regs.rax, 0x223456789n);
     assert.equal(st.regs.rcx, 0xffffffffn);
     assert.equal(st.regs.rdx & 0xffn, 0n);
     assert.equal(st.regs.rsi & ARITH, CF | ZF | PF | OF);
+  });
+
+  it('inc preserves CF, dec sets OF at the signed minimum', async () => {
+    const { st } = await run64('stc\nmov eax, 0x7fffffff\ninc eax\npushfq\npop rbx\nmov ecx, 0x80000000\ndec ecx\npushfq\npop rdx');
+    assert.equal(st.regs.rax, 0x80000000n);
+    assert.equal(st.regs.rbx & (CF | OF | SF | ZF | AF), CF | OF | SF | AF);
+    assert.equal(st.regs.rdx & (CF | OF | SF | ZF), CF | OF);
+  });
+
+  it('div by zero raises #DE at the faulting instruction', async () => {
+    const vm = await longModeVm('xor ecx, ecx\nmov eax, 5\nfault: div ecx\nhlt\n' + HANDLERS, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 0n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
+  });
+
+  it('64-bit div and idiv (128-bit dividend)', async () => {
+    const { st } = await run64('mov rdx, 1\nmov rax, 0\nmov rcx, 3\ndiv rcx\nmov r8, rax\nmov r9, rdx\nmov rax, -100\ncqo\nmov rcx, 7\nidiv rcx');
+    assert.equal(st.regs.r8, ((1n << 64n) / 3n));
+    assert.equal(st.regs.r9, ((1n << 64n) % 3n));
+    assert.equal(st.regs.rax, BigInt.asUintN(64, -14n));
+    assert.equal(st.regs.rdx, BigInt.asUintN(64, -2n));
+  });
+});
+
+describe('emu: string instructions', () => {
+  it('rep movsb, rep stosq, repne scasb and std', async () => {
+    const { vm, st } = await run64(`
+      lea rsi, [rip + src]
+      mov rdi, 0x90000
+      mov ecx, 11
+      cld
+      rep movsb
+      mov rdi, 0x91000
+      mov rax, 0x1122334455667788
+      mov ecx, 4
+      rep stosq
+      lea rdi, [rip + src]
+      xor eax, eax
+      mov rcx, -1
+      repne scasb
+      not rcx
+      dec rcx
+      mov r8, rcx
+      std
+      mov rsi, 0x9000a
+      mov rdi, 0x9200a
+      mov ecx, 11
+      rep movsb
+      cld
+      jmp done
+      src: .ascii "hello world"
+      .byte 0
+      done:`);
+    const mem = vm.partition.memory;
+    assert.equal(new TextDecoder().decode(mem.read(0x90000, 11)), 'hello world');
+    for (let k = 0; k < 4; k++) assert.equal(mem.readU64(0x91000 + 8 * k), 0x1122334455667788n);
+    assert.equal(mem.readU64(0x91020), 0n);
+    assert.equal(st.regs.r8, 11n);
+    assert.equal(new TextDecoder().decode(mem.read(0x92000, 11)), 'hello world');
+    assert.equal(st.regs.rcx, 0n);
+  });
+});
+
+describe('emu: exceptions', () => {
+  it('#PF on a not-present page: error code, CR2 and RIP', async () => {
+    const vm = await longModeVm(`
+      mov rax, 0x1fe000
+      mov qword ptr [0x4000 + 0x1fe * 8], 0   # clear the PTE
+      invlpg [rax]
+      fault: mov dword ptr [rax + 0x10], 1
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 14n);
+    assert.equal(st.regs.r15, 2n);               // write, supervisor, not present
+    assert.equal(st.regs.r14, 0x1fe010n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
+    assert.equal(st.sregs.cr2, 0x1fe010n);
+  });
+
+  it('#PF on a write to a read-only page with CR0.WP, and NX fetch', async () => {
+    const vm = await longModeVm(`
+      mov qword ptr [0x4000 + 0x1fd * 8], 0x1fd001   # present, read-only
+      fault: mov byte ptr [0x1fd008], 1
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r15, 3n);
+    assert.equal(st.regs.r14, 0x1fd008n);
+    const vm2 = await longModeVm(`
+      mov rax, 0x1fc000
+      mov byte ptr [rax], 0xc3                 # ret
+      mov rbx, 0x80000000001fc003              # NX
+      mov qword ptr [0x4000 + 0x1fc * 8], rbx
+      invlpg [rax]
+      call rax
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm2.run(), { kind: 'halted' });
+    const st2 = await vm2.state();
+    assert.equal(st2.regs.r12, 14n);
+    assert.equal(st2.regs.r15, 0x11n);           // instruction fetch, protection violation
+    assert.equal(st2.regs.r14, 0x1fc000n);
+  });
+
+  it('#UD on UD2 and on opcodes invalid in 64-bit mode', async () => {
+    for (const op of ['ud2', '.byte 0x06', '.byte 0x0f, 0xff']) {
+      const vm = await longModeVm(`nop\nfault: ${op}\nhlt\n${HANDLERS}`, { idt: EXC_IDT });
+      assert.deepEqual(await vm.run(), { kind: 'halted' });
+      const st = await vm.state();
+      assert.equal(st.regs.r12, 6n, `${op}: ${st.regs.r12}, rip ${st.regs.rip.toString(16)}`);
+      assert.equal(st.regs.r13, BigInt(vm.sym('fault')), op);
+    }
+  });
+
+  it('#GP(0) on a non-canonical address', async () => {
+    const vm = await longModeVm(`mov rax, 0x0000800000000000\nfault: mov rbx, [rax]\nhlt\n${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 13n);
+    assert.equal(st.regs.r15, 0n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
+  });
+
+  it('a fault with no usable IDT entry escalates to triple fault (shutdown)', async () => {
+    const vm = await longModeVm('ud2\nhlt\n');
+    assert.deepEqual(await vm.run(), { kind: 'shutdown' });
+  });
+
+  it('user mode: IRETQ to CPL3, #PF on a supervisor page switches to RSP0 with U/S in the error code', async () => {
+    const vm = await longModeVm(`
+      push 0x23                 # SS
+      push 0x1f0000             # RSP (user page)
+      push 0x2                  # RFLAGS
+      push 0x1b                 # CS
+      lea rax, [rip + user]
+      push rax
+      iretq
+      user:
+      mov rbx, [0x5000]         # supervisor-only page
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 14n);
+    assert.equal(st.regs.r15, 5n);               // user, read, protection violation
+    assert.equal(st.regs.r11, 0x1bn);            // CS pushed by the CPU
+    assert.equal(st.regs.rsp & ~0xfffn, 0x6f000n); // on RSP0's page
+  });
+});
+
+describe('emu: interrupts', () => {
+  it('an MSI is delivered through the IDT and the LAPIC EOI clears the ISR', async () => {
+    const vm = await longModeVm(`
+      mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff     # SVR: software enable
+      xor r8d, r8d
+      wait: sti
+      hlt
+      cli
+      cmp r8d, 2
+      jne wait
+      hlt
+      irq: inc r8d
+      mov dword ptr [rsi + 0xb0], 0         # EOI
+      iretq`, { idt: new Map([[0x40, 'irq']]) });
+    const run = vm.run();
+    setTimeout(() => vm.partition.signalMsi(0xfee00000n, 0x40), 5);
+    setTimeout(() => vm.partition.signalMsi(0xfee00000n, 0x40), 20);
+    assert.deepEqual(await run, { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r8, 2n);
+    const isr = new DataView(st.lapic.buffer, st.lapic.byteOffset).getUint32(0x100 + 0x20 * 0 + 0x20, true);
+    assert.equal(isr, 0);
+  });
+
+  it('INT n with an IST stack', async () => {
+    const { st } = await run64(`
+      mov rbx, rsp
+      int 0x80
+      jmp out
+      h: mov r9, rsp
+      iretq
+      out:`, new Map([[0x80 | (1 << 8), 'h']]));
+    assert.equal(st.regs.r9, 0x60000n - 40n);
+    assert.equal(st.regs.rsp, st.regs.rbx);
+  });
+});
+
+describe('emu: self-modifying code', () => {
+  it('a store into decoded code invalidates the block', async () => {
+    const { st } = await run64(`
+      xor ebx, ebx
+      mov ecx, 2
+      again:
+      call patched
+      add rbx, rax
+      mov byte ptr [rip + imm], 7     # patch the immediate of the next run
+      dec ecx
+      jnz again
+      jmp done
+      patched: mov eax, 1
+      imm = . - 4
+      ret
+      done:`);
+    assert.equal(st.regs.rbx, 8n);
+  });
+});
+
+describe('emu: exits', () => {
+  it('port I/O, incl. string forms', async () => {
+    const { vm, st } = await run64('mov dx, 0x3f8\nmov al, 0x41\nout dx, al\nin al, dx\nmov r8, rax\nout 0x80, eax\nlea rsi, [rip + s]\nmov ecx, 2\nrep outsb\njmp e\ns: .ascii "hi"\ne:');
+    assert.deepEqual(vm.exits.pio.slice(0, 3), [
+      { port: 0x3f8, size: 1, value: 0x41, write: true },
+      { port: 0x3f8, size: 1, value: 0x5a, write: false },
+      { port: 0x80, size: 4, value: 0x5a, write: true },
+    ]);
+    assert.deepEqual(vm.exits.pio.slice(3).map((p) => p.value), [0x68, 0x69]);
+    assert.equal(st.regs.r8 & 0xffn, 0x5an);
+  });
+
+  it('MMIO to unmapped physical memory', async () => {
+    const { vm, st } = await run64('mov rax, 0xd0000000\nmov dword ptr [rax], 0xdeadbeef\nmov ebx, [rax + 8]');
+    assert.deepEqual(vm.exits.mmio[0], { gpa: 0xd0000000, data: [0xef, 0xbe, 0xad, 0xde], write: true });
+    assert.equal(vm.exits.mmio[1]!.gpa, 0xd0000008);
+    assert.equal(st.regs.rbx, 0x11111111n);
+  });
+
+  it('RDMSR/WRMSR: intercepted range exits, local MSRs stay inside, refused writes #GP', async () => {
+    const vm = await longModeVm(`
+      mov ecx, 0x40000001
+      rdmsr
+      mov r8, rax
+      mov r9, rdx
+      mov ecx, 0xc0000082       # LSTAR: local
+      mov eax, 0x12345678
+      mov edx, 0xffffffff
+      wrmsr
+      rdmsr
+      mov r10, rax
+      mov ecx, 0x12345          # unknown: exit, refused -> #GP
+      fault: wrmsr
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    vm.exits.msrWriteOk = false;
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r8, 0x9abcdef0n);
+    assert.equal(st.regs.r9, 0x12345678n);
+    assert.equal(st.regs.r10, 0x12345678n);
+    assert.equal(st.msrs.get(0xc0000082), 0xffffffff12345678n);
+    assert.equal(st.regs.r12, 13n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
+    assert.deepEqual(vm.exits.msrs.map((m) => m.msr), [0x40000001, 0x12345]);
+  });
+
+  it('VMCALL reaches the hypercall handler with RCX/RDX/R8 and returns RAX', async () => {
+    const { vm, st } = await run64('mov rcx, 0x10001\nmov rdx, 0x2000\nmov r8, -1\nvmcall');
+    assert.deepEqual(vm.exits.hypercalls, [{ control: 0x10001n, input: 0x2000n, output: 0xffffffffffffffffn }]);
+    assert.equal(st.regs.rax, 0x42n);
+    assert.deepEqual([...vm.partition.hypercallCode], [0x0f, 0x01, 0xc1]);
+  });
+
+  it('CPUID answers from the partition table with the VP index patched in', async () => {
+    const { st } = await run64('xor eax, eax\ncpuid\nmov r8, rbx\nmov r9, rdx\nmov r10, rcx\nmov eax, 1\ncpuid');
+    const s = new Uint8Array(12);
+    const dv = new DataView(s.buffer);
+    dv.setUint32(0, Number(st.regs.r8), true); dv.setUint32(4, Number(st.regs.r9), true); dv.setUint32(8, Number(st.regs.r10), true);
+    assert.equal(new TextDecoder().decode(s), EMU_VENDOR);
+    assert.equal(st.regs.rbx >> 24n, 0n);
+  });
+
+  it('requestStop stops a spinning VP with its state intact', async () => {
+    const vm = await longModeVm('xor eax, eax\nspin: inc rax\njmp spin');
+    const run = vm.run();
+    setTimeout(() => vm.vp.requestStop(), 20);
+    assert.deepEqual(await run, { kind: 'stopped' });
+    const st = await vm.state();
+    assert.ok(st.regs.rax > 1000n);
+    const rip = Number(st.regs.rip);
+    assert.ok(rip >= CODE_BASE && rip < CODE_BASE + 16);
+  });
+});
+
+describe('emu: modes', () => {
+  it('real mode: arithmetic, IVT software interrupt, far pointers', async () => {
+    const vm = await realModeVm(`
+      xor ax, ax
+      mov ds, ax
+      mov word ptr [0x80 * 4], offset handler
+      mov word ptr [0x80 * 4 + 2], 0
+      mov ax, 0x1234
+      int 0x80
+      mov bx, 0xb800
+      mov es, bx
+      mov byte ptr es:[0x10], 0x55
+      hlt
+      handler: add ax, 0x1111
+      iret`);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.rax & 0xffffn, 0x2345n);
+    assert.equal(vm.partition.memory.readU8(0xb8010), 0x55);
+  });
+
+  it('real mode -> protected mode -> long mode, as a boot loader does', async () => {
+    const vm = await realModeVm(`
+      cli
+      lgdt [gdtr]
+      mov eax, cr0
+      or eax, 1
+      mov cr0, eax
+      ljmp 0x08, offset pm
+      .code32
+      pm: mov ax, 0x10
+      mov ds, ax
+      mov ss, ax
+      mov es, ax
+      # identity page tables at 0x10000: PML4 -> PDPT -> PD with 2 MiB pages
+      mov dword ptr [0x10000], 0x11003
+      mov dword ptr [0x11000], 0x12003
+      mov dword ptr [0x12000], 0x83
+      mov eax, 0x10000
+      mov cr3, eax
+      mov eax, cr4
+      or eax, 0x20
+      mov cr4, eax
+      mov ecx, 0xc0000080
+      rdmsr
+      or eax, 0x100
+      wrmsr
+      mov eax, cr0
+      or eax, 0x80000000
+      mov cr0, eax
+      ljmp 0x18, offset lm
+      .code64
+      lm: mov rax, 0x1122334455667788
+      mov ecx, 0xc0000080
+      rdmsr
+      mov r8, rax
+      hlt
+      .align 8
+      gdt: .quad 0, 0x00cf9a000000ffff, 0x00cf92000000ffff, 0x00af9a000000ffff
+      gdtr: .word 31
+      .long gdt
+      `);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r8 & 0x500n, 0x500n);   // LME | LMA
+    assert.equal(st.sregs.cs.selector, 0x18);
+    assert.equal(st.sregs.cs.attributes & 0x2000, 0x2000);
+  });
+});
+
+describe('emu: decoder robustness', () => {
+  it('decodes any byte string without throwing, within 15 bytes', () => {
+    const out = new Int32Array(STRIDE);
+    fc.assert(fc.property(fc.uint8Array({ minLength: 0, maxLength: 20 }), fc.constantFrom(0, 1, 2), (bytes, mode) => {
+      const len = decode(out, 0, (k) => (k < bytes.length ? bytes[k]! : -1), mode as 0 | 1 | 2);
+      assert.ok(len === -1 || (len >= 1 && len <= 15));
+      if (len > 0) assert.ok(out[F_OP]! >= 0 && out[F_OP]! < 128);
+    }), { numRuns: 20000 });
+  });
+
+  it('an instruction longer than 15 bytes decodes to a #GP record', () => {
+    const out = new Int32Array(STRIDE);
+    const bytes = new Uint8Array(20).fill(0x66);
+    const len = decode(out, 0, (k) => bytes[k] ?? -1, 2);
+    assert.equal(len, 15);
+    assert.equal(out[F_OP], OP_UD);
+  });
+
+  it('supportedCpuid advertises no x87/SSE (not implemented yet) but long mode and NX', () => {
+    const c = createEmuBackend().supportedCpuid();
+    const l1 = c.find((e) => e.function === 1)!;
+    assert.equal(l1.edx & 1, 0);
+    assert.equal(l1.edx & (1 << 25), 0);
+    const e1 = c.find((e) => e.function === 0x80000001)!;
+    assert.notEqual(e1.edx & (1 << 29), 0);
+    assert.notEqual(e1.edx & (1 << 20), 0);
   });
 });
