@@ -13,6 +13,9 @@
  *   loader    -> base, guestmem, hv/backends/state.ts (the VpState it produces)
  *   vmbus     -> winhv, base, guestmem;   vsp -> vmbus, base, guestmem
  *   vmwp      -> everything above (composition root of one VM)
+ *   defs      -> base                                 (IPC + API schemas)
+ *   vmms      -> defs, base                           (spawns the worker by file path)
+ *   cli       -> defs, base, image, vmwp/host.ts      (a client of the VMMS API)
  *   vmms, cli, livekd, image -> may not reach into hv/ or its backends directly
  */
 const layer = (name, path, forbidden, comment) => ({
@@ -48,6 +51,11 @@ module.exports = {
       'the loader writes guest memory and produces an initial VpState, nothing else'),
     layer('vmbus-over-winhv', '^src/vmbus/', '^src/(?!base/|guestmem/|winhv/|vmbus/)', 'VMBus reaches the SynIC through winhv'),
     layer('vsp-over-vmbus', '^src/vsp/', '^src/(?!base/|guestmem/|vmbus/|vsp/)', 'VSPs sit on VMBus'),
+    layer('defs-only-base', '^src/defs/', '^src/(?!base/|defs/)', 'IPC and API schemas (and their framing) build only on base'),
+    layer('vmms-over-defs', '^src/vmms/', '^src/(?!base/|defs/|vmms/)',
+      'the management service knows the schemas, not the worker: it spawns vmwp/worker-main.js by file path'),
+    layer('cli-thin-client', '^src/cli/', '^src/(?!base/|defs/|cli/|image/|vmwp/host\\.ts$)',
+      'the CLI is a client of the API (defs), plus host facts (vmwp/host.ts) and the image builder'),
     layer('management-not-into-hv', '^src/(vmms|cli|livekd|image)/', '^src/hv/', 'the management plane never reaches into the hypervisor'),
     {
       name: 'no-koffi-outside-kvm',

@@ -13,6 +13,9 @@ export const ExitCode = {
   TOOL: 5,             // an external tool (apt-get, gcc) is missing or failed
   STATE: 6,            // the VM is in the wrong state for the operation
   BACKEND: 7,          // the processor backend failed
+  NOT_FOUND: 8,        // no VM by that name, GUID or GUID prefix
+  SERVICE: 9,          // the management service is not running / cannot be reached or started
+  WORKER: 10,          // a VM's worker process failed or did not answer
   NOT_BUILT: 70,       // the checkout is not built
 } as const;
 
@@ -25,5 +28,21 @@ export function exitCodeFor(code: ErrorCode): number {
     case 'ESTATE': return ExitCode.STATE;
     case 'EBACKEND': return ExitCode.BACKEND;
     case 'EGUESTMEM': return ExitCode.FAILURE;
+  }
+}
+
+/** Exit code for an error code of the VMMS API ({error:{code}}). */
+export function exitCodeForApi(code: string): number {
+  switch (code) {
+    case 'EINVAL': case 'EAMBIGUOUS': case 'ETOOLARGE': return ExitCode.USAGE;
+    case 'ENOTFOUND': return ExitCode.NOT_FOUND;
+    case 'ESTATE': return ExitCode.STATE;
+    case 'EIMAGE': return ExitCode.IMAGE;
+    case 'ENOTSUP': return ExitCode.NOT_SUPPORTED;
+    case 'ETOOL': return ExitCode.TOOL;
+    case 'EBACKEND': return ExitCode.BACKEND;
+    case 'EWORKER': return ExitCode.WORKER;
+    case 'ESERVICE': return ExitCode.SERVICE;
+    default: return ExitCode.FAILURE;
   }
 }

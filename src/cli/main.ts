@@ -9,7 +9,10 @@ import { TshvError, errorMessage } from '../base/errors.js';
 import { registerImageCommands } from '../image/cli.js';
 import { registerProbeCommand } from './probe.js';
 import { registerRunCommand } from './run.js';
-import { ExitCode, exitCodeFor } from './exit-codes.js';
+import { ExitCode, exitCodeFor, exitCodeForApi } from './exit-codes.js';
+import { ApiClientError } from './client.js';
+import { registerServiceCommands } from './service.js';
+import { registerVmCommands } from './vm.js';
 
 export function buildProgram(): Command {
   const program = new Command('tshv')
@@ -21,6 +24,8 @@ export function buildProgram(): Command {
   registerProbeCommand(program);
   registerImageCommands(program);
   registerRunCommand(program);
+  registerVmCommands(program);
+  registerServiceCommands(program);
   return program;
 }
 
@@ -37,6 +42,15 @@ export async function runCli(argv: string[]): Promise<number> {
     if (e instanceof TshvError) {
       process.stderr.write(`tshv: ${e.message}\n`);
       return exitCodeFor(e.code);
+    }
+    if (e instanceof ApiClientError) {
+      process.stderr.write(`tshv: ${e.message}\n`);
+      return exitCodeForApi(e.code);
+    }
+    const sys = e as NodeJS.ErrnoException | undefined;
+    if (sys?.syscall === 'connect' && (sys.code === 'ECONNREFUSED' || sys.code === 'ENOENT')) {
+      process.stderr.write(`tshv: cannot reach the management service: ${errorMessage(e)}\n`);
+      return ExitCode.SERVICE;
     }
     process.stderr.write(`tshv: internal error: ${errorMessage(e)}\n`);
     if (process.env['TSHV_DEBUG'] && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');

@@ -14,6 +14,11 @@
  *   0xFEE00000                    local APIC (backend's interrupt controller)
  *   4 GiB .. 4 GiB + (RAM - 3 GiB) the rest of RAM, for guests larger than 3 GiB
  * Ports: COM1 0x3F8-0x3FF (IRQ 4), i8042 0x60/0x64, port 0x92, test device 0xF0-0xF7.
+ *
+ * Pause, save and restore: `pause()` stops every VP through the partition's stop request (an
+ * exit in flight completes first) and resolves once all have stopped; `run()` resumes.
+ * `stateUnits()` names every device with volatile state, under the names the save file uses
+ * (savestate.ts); `captureDeviceState()` / `restoreDeviceState()` move them all at once.
  */
 import type { IDisposable } from '../base/disposable.js';
 import { TshvError } from '../base/errors.js';
@@ -26,6 +31,7 @@ import { I8042 } from '../devices/i8042/i8042.js';
 import { SystemControlPortA } from '../devices/i8042/port92.js';
 import { PortSink } from '../devices/sink/sink.js';
 import { TestDevice } from '../devices/testdev/testdev.js';
+import type { SavedState, StateUnit } from '../vid/device.js';
 import {
   createBackend, hvCreatePartition,
   type Backend, type BackendKind, type MsrInterceptHandler, type VpState, type VpStopReason, type WinHvPartition,
@@ -72,13 +78,19 @@ export class Vm implements IDisposable {
   readonly serial: Serial16550;
   readonly i8042: I8042;
   readonly testDevice: TestDevice | undefined;
+  readonly port92: SystemControlPortA;
+  readonly memoryBytes: number;
+  readonly #units: { name: string; unit: StateUnit }[];
   readonly #mappings: IDisposable[] = [];
   // Volatile state
   #exit: VmExit | undefined;
   #running = false;
+  /** Settles when the current run() has returned (every VP stopped). */
+  #runDone: Promise<unknown> | undefined;
 
   private constructor(partition: WinHvPartition, opts: VmOptions) {
     this.partition = partition;
+    this.memoryBytes = opts.memoryBytes;
     this.dispatcher = new IoDispatcher();
     const resetAction = opts.resetAction ?? 'reset';
     const power = {
@@ -94,7 +106,8 @@ export class Vm implements IDisposable {
     this.i8042 = new I8042({ power, resetAction, irq: { set: (l: boolean) => partition.setIrqLine(1, l) } });
     this.dispatcher.register(this.serial);
     this.dispatcher.register(this.i8042);
-    this.dispatcher.register(new SystemControlPortA({ power, resetAction }));
+    this.port92 = new SystemControlPortA({ power, resetAction });
+    this.dispatcher.register(this.port92);
     // Port 0x80 is the POST / I/O-delay port Linux writes constantly: decoded, ignored, not warned about.
     this.dispatcher.register(new PortSink('post-delay', [{ name: 'port80', first: 0x80, last: 0x80 }]));
     if (opts.testDevice === true) {
@@ -106,6 +119,9 @@ export class Vm implements IDisposable {
     } else {
       this.testDevice = undefined;
     }
+    // PortSink has no volatile state. Names: save file section names (device/<name>).
+    this.#units = [{ name: 'com1', unit: this.serial }, { name: 'i8042', unit: this.i8042 }, { name: 'port92', unit: this.port92 }];
+    if (this.testDevice !== undefined) this.#units.push({ name: 'testdev', unit: this.testDevice });
     partition.installIoIntercept(this.dispatcher);
   }
 
@@ -168,8 +184,14 @@ export class Vm implements IDisposable {
    * Run every VP until the run ends; resolves with why. `timeoutMs` ends it with 'timeout'.
    * Calling run() again after 'stopped' or 'timeout' continues where the VPs were.
    */
-  async run(opts: { timeoutMs?: number } = {}): Promise<VmExit> {
-    if (this.#running) throw new TshvError('ESTATE', 'the VM is already running');
+  run(opts: { timeoutMs?: number } = {}): Promise<VmExit> {
+    if (this.#running) return Promise.reject(new TshvError('ESTATE', 'the VM is already running'));
+    const p = this.#run(opts);
+    this.#runDone = p.then(() => undefined, () => undefined);
+    return p;
+  }
+
+  async #run(opts: { timeoutMs?: number }): Promise<VmExit> {
     this.#running = true;
     this.#exit = undefined;
     const timer = opts.timeoutMs !== undefined ? setTimeout(() => this.#end({ kind: 'timeout' }), opts.timeoutMs) : undefined;
@@ -190,6 +212,58 @@ export class Vm implements IDisposable {
 
   /** Stop all VPs promptly (pause); run() resolves with 'stopped'. */
   stop(): void { this.#end({ kind: 'stopped' }); }
+
+  /** True while run() has not returned. */
+  get running(): boolean { return this.#running; }
+
+  /**
+   * Stop every VP promptly and resolve once all have stopped (the pending run() resolves with
+   * 'stopped', unless another reason ended the run first). An exit in flight completes first,
+   * so no port write or MMIO access is lost or repeated. Resolves at once if the VM is not
+   * running. run() again resumes where the VPs were.
+   */
+  async pause(): Promise<void> {
+    if (!this.#running) return;
+    this.#end({ kind: 'stopped' });
+    await this.#runDone;
+  }
+
+  /** The devices with volatile state, by save-file name, in a fixed order. */
+  stateUnits(): readonly { name: string; unit: StateUnit }[] { return this.#units; }
+
+  /** Every device's saved state, by name. The VM must not be running. */
+  captureDeviceState(): Map<string, SavedState> {
+    if (this.#running) throw new TshvError('ESTATE', 'device state can only be captured while the VM is paused');
+    const out = new Map<string, SavedState>();
+    for (const { name, unit } of this.#units) out.set(name, unit.save());
+    return out;
+  }
+
+  /**
+   * Restore every device from `states` (exactly one entry per device of stateUnits()). The
+   * states are untrusted: each device validates its own. All or nothing: if any device refuses
+   * its state, the devices already restored are put back as they were and the error is thrown.
+   */
+  restoreDeviceState(states: ReadonlyMap<string, unknown>): void {
+    if (this.#running) throw new TshvError('ESTATE', 'device state can only be restored while the VM is paused');
+    for (const name of states.keys()) {
+      if (!this.#units.some((u) => u.name === name)) throw new TshvError('ESTATE', `saved state for device ${name}, which this VM does not have`);
+    }
+    for (const { name } of this.#units) {
+      if (!states.has(name)) throw new TshvError('ESTATE', `no saved state for device ${name}`);
+    }
+    const before = this.captureDeviceState();
+    const done: { name: string; unit: StateUnit }[] = [];
+    try {
+      for (const u of this.#units) {
+        u.unit.restore(states.get(u.name));
+        done.push(u);
+      }
+    } catch (e) {
+      for (const u of done) u.unit.restore(before.get(u.name));
+      throw e;
+    }
+  }
 
   #onVpStop(vp: number, r: VpStopReason): void {
     switch (r.kind) {

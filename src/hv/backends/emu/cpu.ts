@@ -9,7 +9,9 @@
  * VMCALL/VMMCALL, SYSCALL/SYSRET, SWAPGS.
  * Not yet: x87/SSE/FXSAVE (decode to #UD and are not advertised), segment limit checks outside
  * real mode, legacy-PAE paging, TSS I/O bitmap, debug registers' breakpoints, TF single-step,
- * task switches, SYSENTER, the LAPIC timer.
+ * task switches, SYSENTER, PUSHA/POPA, BCD adjust instructions, the accessed bit of segment
+ * descriptors. The exception table for #DF treats every first fault other than #PF/contributory
+ * as benign (SDM table 6-5).
  *
  * DEVNOTE: nothing on the execution path throws or allocates. Memory helpers report a fault by
  * setting `excVec` (and `excCode`, `cr2`) and returning 0; each instruction checks it before
@@ -17,22 +19,16 @@
  */
 import {
   ENDS_BLOCK, F_BASE, F_DISP, F_FL, F_IMM, F_IMM2, F_IMMHI, F_INDEX, F_IOFF, F_LEN, F_OP, F_REG, F_RM, F_SCALE,
-  F_SUB, FL_MEM, FL_REP, FL_REPNE, FL_RIPREL, LOG_STRIDE, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR,
-  SEG_NONE, SEG_SS, SEG_TR,
-  OP_ALU_R_RM, OP_ALU_RM_I, OP_ALU_RM_R, OP_BSF, OP_BSR, OP_BSWAP, OP_BT_RM_I, OP_BT_RM_R, OP_CALL_REL, OP_CALL_RM,
-  OP_CALLF, OP_CALLF_RM, OP_CBW, OP_CLTS, OP_CMOVCC, OP_CMPXCHG, OP_CMPXCHG8B, OP_CPUID, OP_CWD, OP_DEC_RM, OP_DIV_RM,
-  OP_ENTER, OP_FLAGOP, OP_GRP6, OP_GRP7, OP_HLT, OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM, OP_IMUL_R_RM_I, OP_IN,
-  OP_INC_RM, OP_INT, OP_IRET, OP_JCC, OP_JMP_REL, OP_JMP_RM, OP_JMPF, OP_JMPF_RM, OP_LAHF, OP_LEA, OP_LEAVE, OP_LOOP,
-  OP_MOV_CR_R, OP_MOV_DR_R, OP_MOV_MOFFS, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOV_R_RM, OP_MOV_RM_I, OP_MOV_RM_R,
-  OP_MOV_RM_SREG, OP_MOV_SREG_RM, OP_MOVSX, OP_MOVZX, OP_MUL_RM, OP_NEG_RM, OP_NOP, OP_NOT_RM, OP_OUT, OP_PAUSE,
-  OP_POP_R, OP_POP_RM, OP_POP_SEG, OP_POPCNT, OP_POPF, OP_PUSH_I, OP_PUSH_R, OP_PUSH_RM, OP_PUSH_SEG, OP_PUSHF,
-  OP_RDMSR, OP_RDTSC, OP_RDTSCP, OP_RET, OP_RETF, OP_SAHF, OP_SETCC, OP_SHIFT, OP_SHLD, OP_SHRD, OP_STRING,
-  OP_SWAPGS, OP_SYSCALL, OP_SYSRET, OP_TEST_RM_I, OP_TEST_RM_R, OP_VMCALL, OP_WRMSR, OP_XADD, OP_XCHG_AX,
-  OP_XCHG_RM_R, OP_XLAT, STR_CMPS, STR_INS, STR_LODS, STR_MOVS, STR_OUTS, STR_SCAS, STR_STOS,
+  F_SUB, FL_MEM, FL_REP, FL_REPNE, FL_RIPREL, LOG_STRIDE, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_NONE,
+  SEG_SS, SEG_TR, OP_ALU_RM_I, OP_BSF, OP_BT_RM_I, OP_BT_RM_R, OP_CALL_RM, OP_CALLF, OP_CALLF_RM, OP_DEC_RM,
+  OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM_I, OP_IN, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOVSX, OP_NEG_RM,
+  OP_POPCNT, OP_RDMSR, OP_RDTSCP, OP_SHRD, OP_TEST_RM_I, STR_CMPS, STR_INS, STR_LODS, STR_MOVS, STR_OUTS, STR_SCAS,
+  STR_STOS,
 } from './ops.js';
 import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
+import { compileBlock, DONE, JIT_THRESHOLD } from './jit.js';
 import type { ExitHandler } from '../backend.js';
 
 // Instruction status codes.
@@ -122,6 +118,7 @@ export class Cpu {
   halted = false;
   shadow = 0;
   nmiPending = false;
+  nmiMasked = false;
   stopReq = false;
   brk = 0;
   exitReason = 0;
@@ -140,6 +137,10 @@ export class Cpu {
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
+  /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
+  gen = 0;
+  /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
+  jit = true;
   readonly D: Int32Array;
 
   constructor(readonly phys: PhysMem, readonly cache: CodeCache, readonly lapic: Lapic, readonly env: CpuEnv) {
@@ -331,6 +332,7 @@ export class Cpu {
   // ---------------------------------------------------------------- modes and segments
 
   updateMode(): void {
+    this.newGen();
     const lma = (this.efer & EFER_LMA) !== 0;
     const a = this.sAttr[SEG_CS]!;
     if ((this.cr0 & CR0_PE) === 0) this.mode = 0;
@@ -339,6 +341,7 @@ export class Cpu {
     this.setCpl(this.cpl);
   }
   setCpl(cpl: number): void {
+    if (cpl !== this.cpl) this.newGen();
     this.cpl = cpl;
     const u = cpl === 3 && !this.#sys ? 3 * TLB_SIZE : 0;
     this.tlbR = u; this.tlbW = u + TLB_SIZE; this.tlbX = u + 2 * TLB_SIZE;
@@ -350,8 +353,11 @@ export class Cpu {
 
   // ---------------------------------------------------------------- TLB and page walk
 
-  flushTlb(): void { this.tlbTag.fill(NaN); }
+  flushTlb(): void { this.tlbTag.fill(NaN); this.newGen(); }
+  /** A new translation generation: block chains recorded under the old one are not followed. */
+  newGen(): void { this.gen = ++this.cache.genCounter; }
   flushPage(lin: number): void {
+    this.newGen();
     const vpn = Math.floor(lin / 4096), s = vpn & TLB_MASK;
     for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) this.tlbTag[k * TLB_SIZE + s] = NaN;
   }
@@ -690,19 +696,25 @@ export class Cpu {
       if (((hi << 16) >> 16) !== hi) { this.excVec = seg === SEG_SS ? SS : GP; this.excCode = 0; return 0; }
       return hi * TWO32 + (sLo >>> 0);
     }
+    const e = this.#eaOffset(i, asz);
+    if (seg === SEG_NONE) return e;
+    const l = this.sBase[seg]! + e;
+    return this.mode === 2 ? l : l >>> 0;
+  }
+
+  /** 32- or 16-bit effective address (offset within the segment). */
+  #eaOffset(i: number, asz: number): number {
+    const D = this.D, R = this.R;
+    const b = D[i + F_BASE]!, x = D[i + F_INDEX]!;
     let e = D[i + F_DISP]!;
     if (asz === 2) {
       if (b >= 0) e += R[b << 1]!;
       if (x >= 0) e += R[x << 1]! << D[i + F_SCALE]!;
-      e >>>= 0;
-    } else {
-      if (b >= 0) e += R[b << 1]!;
-      if (x >= 0) e += R[x << 1]!;
-      e &= 0xffff;
+      return e >>> 0;
     }
-    if (seg === SEG_NONE) return e;
-    const l = this.sBase[seg]! + e;
-    return this.mode === 2 ? l : l >>> 0;
+    if (b >= 0) e += R[b << 1]!;
+    if (x >= 0) e += R[x << 1]!;
+    return e & 0xffff;
   }
 
   /** Read the r/m operand (register or memory). High half in vhi for 64-bit. */
@@ -718,7 +730,6 @@ export class Cpu {
 
   // ---------------------------------------------------------------- stack
 
-  #stackAsz(): number { return this.mode === 2 ? 3 : (this.sAttr[SEG_SS]! & 0x4000) !== 0 ? 2 : 1; }
   /** Linear address of SS:(rSP + delta) for the current stack size; sets #SS on a bad address. */
   #stackLin(delta: number): number {
     const R = this.R;
@@ -835,8 +846,6 @@ export class Cpu {
       if (!conforming && (dpl < this.cpl || dpl < rpl)) { this.excVec = GP; this.excCode = sel & 0xfffc; return false; }
       if ((hi & 0x8000) === 0) { this.excVec = NP; this.excCode = sel & 0xfffc; return false; }
     }
-    const keepBase = this.mode === 2 && (seg === SEG_FS || seg === SEG_GS) ? -1 : 0;
-    void keepBase;
     this.#loadCache(seg, sel, lo, hi);
     return true;
   }
@@ -1011,11 +1020,25 @@ export class Cpu {
   /** Execute up to ~budget instructions. Returns RUN_*. */
   runSlice(budget: number): number {
     const start = this.instret;
+    const cache = this.cache;
+    let prev = -1;
     this.exitReason = 0;
-    while (this.instret - start < budget) {
+    let pollIn = 0;
+    // Bounded by iterations too: a guest whose exception handler faults again at once makes
+    // progress without retiring instructions, and must still give the thread back.
+    let iterations = 0;
+    while (this.instret - start < budget && ++iterations <= budget) {
       if (this.stopReq) return RUN_STOPPED;
+      if (--pollIn <= 0) { pollIn = 256; if (this.lapic.deadline !== Infinity) this.lapic.poll(); }
       if (this.shadow !== 0) this.shadow = 0;
-      else if (this.lapic.ready >= 0 && (this.eflags & IF) !== 0) {
+      else if (this.nmiPending && !this.nmiMasked) {
+        // NMI: not maskable by IF; blocked from delivery until the next IRET.
+        this.nmiPending = false;
+        this.nmiMasked = true;
+        this.halted = false;
+        this.deliver(NMI, -1, 2);
+        if (this.exitReason !== 0) return this.exitReason;
+      } else if (this.lapic.ready >= 0 && (this.eflags & IF) !== 0) {
         const v = this.lapic.acknowledge();
         if (v >= 0) {
           this.halted = false;
@@ -1023,14 +1046,25 @@ export class Cpu {
           if (this.exitReason !== 0) return this.exitReason;
         }
       }
-      if (this.halted) return (this.eflags & IF) !== 0 ? RUN_HALT_WAIT : RUN_HALTED;
-      const b = this.#findBlock();
-      if (b < 0) {
-        if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }
-        if (this.exitReason !== 0) return this.exitReason;
-        if (b === -2) return RUN_ERROR;
-        continue;
+      if (this.halted) return (this.eflags & IF) !== 0 || this.nmiPending ? RUN_HALT_WAIT : RUN_HALTED;
+      // Block chaining: the successor recorded for the previous block is reused when the
+      // linear RIP and the translation generation (see `gen`) still match.
+      const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
+      let b: number;
+      if (prev >= 0 && cache.succLin[prev] === lin && cache.succGen[prev] === this.gen && cache.blkValid[cache.succ[prev]!] === 1) {
+        b = cache.succ[prev]!;
+      } else {
+        b = this.#findBlock();
+        if (b < 0) {
+          prev = -1;
+          if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }
+          if (this.exitReason !== 0) return this.exitReason;
+          if (b === -2) return RUN_ERROR;
+          continue;
+        }
+        if (prev >= 0) { cache.succ[prev] = b; cache.succLin[prev] = lin; cache.succGen[prev] = this.gen; }
       }
+      prev = b;
       this.#execBlock(b);
       if (this.exitReason !== 0) return this.exitReason;
     }
@@ -1049,8 +1083,22 @@ export class Cpu {
     if (reg < 0) { this.errorMessage = `instruction fetch from non-RAM physical address 0x${(this.tlbPhys[s]! + (lin & 0xfff)).toString(16)}`; return -2; }
     const pa = this.tlbPhys[s]! + (lin & 0xfff);
     const cached = this.cache.lookup(pa, this.mode);
-    if (cached >= 0) return cached;
+    if (cached >= 0) {
+      const p2 = this.cache.blkPage2[cached]!;
+      if (p2 < 0 || this.#fetchPage(lin - (lin % 4096) + 4096) === p2) return cached;
+      // The second page moved or faults: decode afresh (the new block ends before the
+      // crossing instruction if its fetch faults, so the fault is raised at the right RIP).
+      this.excVec = -1;
+    }
     return this.#decodeBlock(lin, pa, reg, this.tlbOff[s]!);
+  }
+
+  /** Physical page of the code page at linear `lin` (instruction-fetch translation), or -1 with the fault set. */
+  #fetchPage(lin: number): number {
+    const vpn = Math.floor(lin / 4096);
+    let s = this.tlbX + (vpn & TLB_MASK);
+    if (this.tlbTag[s] !== vpn) { s = this.xlate(lin, ACC_X); if (s < 0) return -1; }
+    return this.tlbPhys[s]!;
   }
 
   #decodeBlock(lin: number, pa: number, reg: number, pageOff: number): number {
@@ -1060,41 +1108,66 @@ export class Cpu {
     const pageStart = lin & 0xfff;
     let off = 0;
     let n = 0;
-    let cacheIt = true;
+    let page2 = -1;
     const fetch = (k: number): number => {
       const o = pageStart + off + k;
       if (o < 4096) return u8[pageOff + o]!;
+      // Crossing into the next page: instruction-fetch translation (may fault), then the byte.
       const l = lin + off + k;
-      const b = this.rd8(l);   // crossing into the next page: translate (may fault)
-      return this.excVec !== -1 ? -1 : b;
+      const p = this.#fetchPage(l);
+      if (p < 0) return -1;
+      const r = this.phys.find(p);
+      if (r < 0) { this.excVec = -2; this.errorMessage = 'instruction fetch from non-RAM memory'; return -1; }
+      page2 = p;
+      return this.phys.u8[r]![p - this.phys.start[r]! + (l & 0xfff)]!;
     };
     const D = cache.pool;
     while (n < MAX_BLOCK_INSNS) {
       const at = (first + n) << LOG_STRIDE;
       const len = decode(D, at, fetch, this.mode);
       if (len < 0) {
-        if (n === 0) return -1;     // fetch fault on the first instruction: deliver it
+        if (n === 0) { if (this.excVec !== -2) return -1; this.excVec = -1; return -2; }  // fetch fault on the first instruction: deliver it
         this.excVec = -1;           // a later instruction: end the block before it
+        page2 = -1;
         break;
       }
       D[at + F_IOFF] = off;
-      const crosses = pageStart + off + len > 4096;
       off += len;
       n++;
-      if (crosses) {
-        if (n === 1) { cacheIt = false; break; }
-        n--; off -= len; break;
-      }
+      if (pageStart + off > 4096) break;   // the last instruction crosses into page2
       if (ENDS_BLOCK[D[at + F_OP]!] !== 0 || pageStart + off >= 4096) break;
     }
-    return cache.commit(pa, this.mode, n, off, cacheIt);
+    if (pageStart + off <= 4096) page2 = -1;
+    return cache.commit(pa, this.mode, n, off, page2);
   }
 
   #execBlock(b: number): void {
     const cache = this.cache;
     const first = cache.blkFirst[b]!, n = cache.blkCount[b]!;
-    cache.blkExec[b] = cache.blkExec[b]! + 1;
     this.ripBase = this.rip;
+    const fn = cache.blkFn[b];
+    if (fn !== undefined) {
+      const r = fn(this, this.R);
+      if (r === DONE) { this.instret += n; this.rip = this.wrapIp(this.ripBase + cache.blkBytes[b]!); return; }
+      if (r >= 0) { this.instret += r + 1; return; }
+      const k = -(r + 1);
+      this.instret += k;
+      this.rip = this.wrapIp(this.ripBase + this.D[((first + k) << LOG_STRIDE) + F_IOFF]!);
+      const v = this.excVec, c = this.excCode;
+      this.excVec = -1;
+      if (v === -2) { this.exitReason = RUN_ERROR; return; }
+      this.deliver(v, this.#hasErrorCode(v) ? c : -1, 0);
+      return;
+    }
+    const execs = cache.blkExec[b]! + 1;
+    cache.blkExec[b] = execs;
+    if (execs === JIT_THRESHOLD && this.jit && cache.blkValid[b] === 1) {
+      const t0 = performance.now();
+      const f = compileBlock(this.D, first, n, this.mode);
+      if (f !== null) cache.blkFn[b] = f;
+      cache.stats.compiled++;
+      cache.stats.compileMs += performance.now() - t0;
+    }
     let k = 0;
     for (; k < n; k++) {
       const i = (first + k) << LOG_STRIDE;
@@ -1128,14 +1201,14 @@ export class Cpu {
     const D = this.D, R = this.R;
     const fl = D[i + F_FL]!;
     const sz = fl & 3;
-    switch (D[i + F_OP]) {
-      case OP_MOV_R_RM: {
+    switch (D[i + F_OP]!) {
+      case 8 /* OP_MOV_R_RM */: {
         const v = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         this.setR(D[i + F_REG]!, sz, v, this.vhi);
         return ST_NEXT;
       }
-      case OP_MOV_RM_R: {
+      case 7 /* OP_MOV_RM_R */: {
         const v = this.getR(D[i + F_REG]!, sz), hi = this.vhi;
         if ((fl & FL_MEM) !== 0) {
           const lin = this.ea(i);
@@ -1146,7 +1219,7 @@ export class Cpu {
         this.setR(D[i + F_RM]!, sz, v, hi);
         return ST_NEXT;
       }
-      case OP_MOV_RM_I: case OP_MOV_R_I: {
+      case 9 /* OP_MOV_RM_I */: case 10 /* OP_MOV_R_I */: {
         const v = D[i + F_IMM]!, hi = D[i + F_IMMHI]!;
         if ((fl & FL_MEM) !== 0) {
           const lin = this.ea(i);
@@ -1157,7 +1230,7 @@ export class Cpu {
         this.setR(D[i + (D[i + F_OP] === OP_MOV_R_I ? F_REG : F_RM)]!, sz, v, hi);
         return ST_NEXT;
       }
-      case OP_ALU_RM_R: case OP_ALU_RM_I: {
+      case 2 /* OP_ALU_RM_R */: case 4 /* OP_ALU_RM_I */: {
         const k = D[i + F_SUB]!;
         let b: number, bHi: number;
         if (D[i + F_OP] === OP_ALU_RM_I) { b = D[i + F_IMM]!; bHi = D[i + F_IMMHI]!; }
@@ -1178,7 +1251,7 @@ export class Cpu {
         if (k !== 7) this.setR(rm, sz, r, this.rhi);
         return ST_NEXT;
       }
-      case OP_ALU_R_RM: {
+      case 3 /* OP_ALU_R_RM */: {
         const b = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         const bHi = this.vhi;
@@ -1189,7 +1262,7 @@ export class Cpu {
         if (k !== 7) this.setR(reg, sz, r, this.rhi);
         return ST_NEXT;
       }
-      case OP_TEST_RM_R: case OP_TEST_RM_I: {
+      case 5 /* OP_TEST_RM_R */: case 6 /* OP_TEST_RM_I */: {
         const a = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         const aHi = this.vhi;
@@ -1199,17 +1272,17 @@ export class Cpu {
         this.logic(sz, a & b, aHi & bHi);
         return ST_NEXT;
       }
-      case OP_JCC:
+      case 40 /* OP_JCC */:
         if (this.cond(D[i + F_SUB]!)) return this.#jumpRel(i);
         this.rip = this.#nextRip(i);
         return ST_JUMP;
-      case OP_JMP_REL: return this.#jumpRel(i);
-      case OP_CALL_REL: {
+      case 41 /* OP_JMP_REL */: return this.#jumpRel(i);
+      case 42 /* OP_CALL_REL */: {
         const ret = this.#nextRip(i);
         if (!this.push(sz, ret >>> 0, Math.floor(ret / TWO32))) return ST_EXC;
         return this.#jumpRel(i);
       }
-      case OP_RET: {
+      case 45 /* OP_RET */: {
         const lo = this.pop(sz);
         if (this.excVec !== -1) return ST_EXC;
         const hi = this.vhi;
@@ -1218,33 +1291,24 @@ export class Cpu {
         if (D[i + F_IMM]! !== 0) this.#setSp(D[i + F_IMM]!);
         return st;
       }
-      case OP_PUSH_R: {
+      case 15 /* OP_PUSH_R */: {
         const v = this.getR(D[i + F_REG]!, sz);
         return this.push(sz, v, this.vhi) ? ST_NEXT : ST_EXC;
       }
-      case OP_POP_R: {
+      case 16 /* OP_POP_R */: {
         const v = this.pop(sz);
         if (this.excVec !== -1) return ST_EXC;
         this.setR(D[i + F_REG]!, sz, v, this.vhi);
         return ST_NEXT;
       }
-      case OP_LEA: {
+      case 13 /* OP_LEA */: {
         // LEA computes the offset only: no segment base, no canonical check.
-        const saved = D[i + F_FL]!;
-        D[i + F_FL] = (saved & ~(7 << 8)) | (SEG_NONE << 8);
-        const m = this.mode; if (m !== 2) this.mode = 2;
-        let lo: number, hi: number;
-        const asz = (saved >> 2) & 3;
-        if (asz === 3) {
-          const e = this.#eaRaw(i);
-          lo = e; hi = this.t1;
-        } else { this.mode = m; lo = this.ea(i); hi = 0; }
-        this.mode = m;
-        D[i + F_FL] = saved;
-        this.setR(D[i + F_REG]!, sz, lo, hi);
+        const asz = (fl >> 2) & 3;
+        if (asz === 3) { const lo = this.#eaRaw(i); this.setR(D[i + F_REG]!, sz, lo, this.t1); }
+        else this.setR(D[i + F_REG]!, sz, this.#eaOffset(i, asz), 0);
         return ST_NEXT;
       }
-      case OP_INC_RM: case OP_DEC_RM: {
+      case 20 /* OP_INC_RM */: case 21 /* OP_DEC_RM */: {
         const dec = D[i + F_OP] === OP_DEC_RM;
         if ((fl & FL_MEM) !== 0) {
           const lin = this.ea(i);
@@ -1261,7 +1325,7 @@ export class Cpu {
         this.setR(rm, sz, r, this.rhi);
         return ST_NEXT;
       }
-      case OP_MOVZX: case OP_MOVSX: {
+      case 11 /* OP_MOVZX */: case 12 /* OP_MOVSX */: {
         const ssz = D[i + F_SUB]!;
         let v = this.rdRM(i, ssz);
         if (this.excVec !== -1) return ST_EXC;
@@ -1270,7 +1334,7 @@ export class Cpu {
         this.setR(D[i + F_REG]!, sz, v, hi);
         return ST_NEXT;
       }
-      case OP_SETCC: {
+      case 38 /* OP_SETCC */: {
         const v = this.cond(D[i + F_SUB]!) ? 1 : 0;
         if ((fl & FL_MEM) !== 0) {
           const lin = this.ea(i);
@@ -1281,7 +1345,7 @@ export class Cpu {
         this.setR(D[i + F_RM]!, 0, v, 0);
         return ST_NEXT;
       }
-      case OP_CMOVCC: {
+      case 39 /* OP_CMOVCC */: {
         const v = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         const reg = D[i + F_REG]!;
@@ -1289,7 +1353,7 @@ export class Cpu {
         else if (sz === 2) R[(reg << 1) + 1] = 0;
         return ST_NEXT;
       }
-      case OP_NOP: return ST_NEXT;
+      case 1 /* OP_NOP */: return ST_NEXT;
       default: return this.#step2(i);
     }
   }
@@ -1315,8 +1379,8 @@ export class Cpu {
     const D = this.D, R = this.R;
     const fl = D[i + F_FL]!;
     const sz = fl & 3;
-    switch (D[i + F_OP]) {
-      case OP_XCHG_RM_R: {
+    switch (D[i + F_OP]!) {
+      case 14 /* OP_XCHG_RM_R */: {
         const reg = D[i + F_REG]!;
         const b = this.getR(reg, sz), bHi = this.vhi;
         if ((fl & FL_MEM) !== 0) {
@@ -1335,7 +1399,7 @@ export class Cpu {
         this.setR(reg, sz, a, aHi);
         return ST_NEXT;
       }
-      case OP_XCHG_AX: {
+      case 94 /* OP_XCHG_AX */: {
         const reg = D[i + F_REG]!;
         const a = this.getR(0, sz), aHi = this.vhi;
         const b = this.getR(reg, sz), bHi = this.vhi;
@@ -1343,13 +1407,13 @@ export class Cpu {
         this.setR(reg, sz, a, aHi);
         return ST_NEXT;
       }
-      case OP_PUSH_I: return this.push(sz, D[i + F_IMM]!, D[i + F_IMMHI]!) ? ST_NEXT : ST_EXC;
-      case OP_PUSH_RM: {
+      case 17 /* OP_PUSH_I */: return this.push(sz, D[i + F_IMM]!, D[i + F_IMMHI]!) ? ST_NEXT : ST_EXC;
+      case 18 /* OP_PUSH_RM */: {
         const v = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         return this.push(sz, v, this.vhi) ? ST_NEXT : ST_EXC;
       }
-      case OP_POP_RM: {
+      case 19 /* OP_POP_RM */: {
         const v = this.pop(sz);
         if (this.excVec !== -1) return ST_EXC;
         const hi = this.vhi;
@@ -1362,7 +1426,7 @@ export class Cpu {
         this.setR(D[i + F_RM]!, sz, v, hi);
         return ST_NEXT;
       }
-      case OP_NOT_RM: case OP_NEG_RM: {
+      case 22 /* OP_NOT_RM */: case 23 /* OP_NEG_RM */: {
         const neg = D[i + F_OP] === OP_NEG_RM;
         let lin = 0;
         let a: number;
@@ -1379,9 +1443,9 @@ export class Cpu {
         if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, r, rHi); else this.setR(D[i + F_RM]!, sz, r, rHi);
         return ST_NEXT;
       }
-      case OP_MUL_RM: case OP_IMUL1_RM: return this.#mul1(i, D[i + F_OP] === OP_IMUL1_RM);
-      case OP_DIV_RM: case OP_IDIV_RM: return this.#div(i, D[i + F_OP] === OP_IDIV_RM);
-      case OP_IMUL_R_RM: case OP_IMUL_R_RM_I: {
+      case 24 /* OP_MUL_RM */: case 25 /* OP_IMUL1_RM */: return this.#mul1(i, D[i + F_OP] === OP_IMUL1_RM);
+      case 26 /* OP_DIV_RM */: case 27 /* OP_IDIV_RM */: return this.#div(i, D[i + F_OP] === OP_IDIV_RM);
+      case 28 /* OP_IMUL_R_RM */: case 29 /* OP_IMUL_R_RM_I */: {
         const a = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         const aHi = this.vhi;
@@ -1392,10 +1456,10 @@ export class Cpu {
         this.setR(D[i + F_REG]!, sz, this.t0, this.t1);
         return ST_NEXT;
       }
-      case OP_SHIFT: return this.#shift(i);
-      case OP_SHLD: case OP_SHRD: return this.#shiftDouble(i, D[i + F_OP] === OP_SHRD);
-      case OP_BT_RM_R: case OP_BT_RM_I: return this.#bt(i);
-      case OP_BSF: case OP_BSR: case OP_POPCNT: {
+      case 30 /* OP_SHIFT */: return this.#shift(i);
+      case 31 /* OP_SHLD */: case 32 /* OP_SHRD */: return this.#shiftDouble(i, D[i + F_OP] === OP_SHRD);
+      case 33 /* OP_BT_RM_R */: case 34 /* OP_BT_RM_I */: return this.#bt(i);
+      case 35 /* OP_BSF */: case 36 /* OP_BSR */: case 37 /* OP_POPCNT */: {
         const v = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         const lo = sz === 1 ? v & 0xffff : v, hi = sz === 3 ? this.vhi : 0;
@@ -1416,7 +1480,7 @@ export class Cpu {
         this.setR(D[i + F_REG]!, sz, idx, 0);
         return ST_NEXT;
       }
-      case OP_LOOP: {
+      case 46 /* OP_LOOP */: {
         const asz = (fl >> 2) & 3;
         const sub = D[i + F_SUB]!;
         let zero: boolean;
@@ -1428,7 +1492,7 @@ export class Cpu {
         }
         if (asz === 3) { this.addR64(1, -1); zero = (R[2]! | R[3]!) === 0; }
         else if (asz === 2) { R[2] = (R[2]! - 1) | 0; R[3] = 0; zero = R[2] === 0; }
-        else { R[2] = (R[2]! & ~0xffff) | ((R[2]! - 1) & 0xffff); zero = (R[2]! & 0xffff) === 0; }
+        else { R[2] = (R[2]! & ~0xffff) | ((R[2]! - 1) & 0xffff); zero = (R[2] & 0xffff) === 0; }
         let take = !zero;
         if (sub === 0) take = take && !this.getZF();
         else if (sub === 1) take = take && this.getZF();
@@ -1436,7 +1500,7 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_JMP_RM: case OP_CALL_RM: {
+      case 43 /* OP_JMP_RM */: case 44 /* OP_CALL_RM */: {
         const lo = this.rdRM(i, sz);
         if (this.excVec !== -1) return ST_EXC;
         const hi = this.vhi;
@@ -1447,10 +1511,10 @@ export class Cpu {
         }
         return this.#jumpTo(lo, hi, sz);
       }
-      case OP_STRING: return this.#string(i);
-      case OP_CMPXCHG: return this.#cmpxchg(i);
-      case OP_CMPXCHG8B: return this.#cmpxchg8b(i);
-      case OP_XADD: {
+      case 47 /* OP_STRING */: return this.#string(i);
+      case 48 /* OP_CMPXCHG */: return this.#cmpxchg(i);
+      case 50 /* OP_CMPXCHG8B */: return this.#cmpxchg8b(i);
+      case 49 /* OP_XADD */: {
         const reg = D[i + F_REG]!;
         const b = this.getR(reg, sz), bHi = this.vhi;
         if ((fl & FL_MEM) !== 0) {
@@ -1472,7 +1536,7 @@ export class Cpu {
         this.setR(rm, sz, r, rHi);
         return ST_NEXT;
       }
-      case OP_BSWAP: {
+      case 51 /* OP_BSWAP */: {
         const r = D[i + F_REG]!;
         const bs = (x: number): number => ((x >>> 24) | ((x >> 8) & 0xff00) | ((x << 8) & 0xff0000) | (x << 24)) | 0;
         if (sz === 3) { const lo = R[r << 1]!, hi = R[(r << 1) + 1]!; R[r << 1] = bs(hi); R[(r << 1) + 1] = bs(lo); }
@@ -1480,34 +1544,34 @@ export class Cpu {
         else R[r << 1] = R[r << 1]! & ~0xffff;   // 16-bit BSWAP is undefined; zero like hardware does
         return ST_NEXT;
       }
-      case OP_CBW: {
+      case 52 /* OP_CBW */: {
         if (sz === 1) this.setR(0, 1, sx(R[0]!, 0), 0);
         else if (sz === 2) this.setR(0, 2, sx(R[0]!, 1), 0);
         else R[1] = R[0]! >> 31;
         return ST_NEXT;
       }
-      case OP_CWD: {
+      case 53 /* OP_CWD */: {
         if (sz === 1) this.setR(2, 1, (R[0]! << 16) >> 31, 0);
         else if (sz === 2) this.setR(2, 2, R[0]! >> 31, 0);
         else { R[4] = R[1]! >> 31; R[5] = R[1]! >> 31; }
         return ST_NEXT;
       }
-      case OP_LAHF: this.setR(16, 0, this.getFlags() & 0xd5 | 2, 0); return ST_NEXT;
-      case OP_SAHF: {
+      case 54 /* OP_LAHF */: this.setR(16, 0, this.getFlags() & 0xd5 | 2, 0); return ST_NEXT;
+      case 55 /* OP_SAHF */: {
         this.materialize();
         const ah = (R[0]! >> 8) & 0xd5;
         this.eflags = (this.eflags & ~0xd5) | ah;
         return ST_NEXT;
       }
-      case OP_PUSHF: return this.push(sz, this.getFlags() & ~(RF | VM), 0) ? ST_NEXT : ST_EXC;
-      case OP_POPF: {
+      case 56 /* OP_PUSHF */: return this.push(sz, this.getFlags() & ~(RF | VM), 0) ? ST_NEXT : ST_EXC;
+      case 57 /* OP_POPF */: {
         const v = this.pop(sz);
         if (this.excVec !== -1) return ST_EXC;
         this.#writeFlags(v, sz === 1 ? 0xffff : -1);
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_FLAGOP: {
+      case 58 /* OP_FLAGOP */: {
         const s = D[i + F_SUB]!;
         if (s <= 2) { this.materialize(); this.eflags = s === 0 ? this.eflags & ~CF : s === 1 ? this.eflags | CF : this.eflags ^ CF; }
         else if (s === 3) this.eflags &= ~DF_;
@@ -1520,7 +1584,7 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_MOV_MOFFS: {
+      case 91 /* OP_MOV_MOFFS */: {
         let lin = D[i + F_IMMHI]! * TWO32 + (D[i + F_DISP]! >>> 0);
         const seg = (fl >> 8) & 7;
         if (seg !== SEG_NONE) lin = this.mode === 2 ? lin + this.sBase[seg]! : (lin + this.sBase[seg]!) >>> 0;
@@ -1536,7 +1600,7 @@ export class Cpu {
         }
         return ST_NEXT;
       }
-      case OP_XLAT: {
+      case 90 /* OP_XLAT */: {
         const asz = (fl >> 2) & 3;
         let off: number;
         if (asz === 3) off = R[7]! * TWO32 + (R[6]! >>> 0) + (R[0]! & 0xff);
@@ -1548,8 +1612,8 @@ export class Cpu {
         this.setR(0, 0, v, 0);
         return ST_NEXT;
       }
-      case OP_ENTER: return this.#enter(i);
-      case OP_LEAVE: {
+      case 59 /* OP_ENTER */: return this.#enter(i);
+      case 60 /* OP_LEAVE */: {
         // rSP = rBP, then pop rBP.
         const saveLo = R[8]!, saveHi = R[9]!;
         if (this.mode === 2) { R[8] = R[10]!; R[9] = R[11]!; }
@@ -1560,29 +1624,29 @@ export class Cpu {
         this.setR(5, sz, v, this.vhi);
         return ST_NEXT;
       }
-      case OP_INT: {
+      case 61 /* OP_INT */: {
         const sub = D[i + F_SUB]!;
         if (sub === 2 && !this.getOF()) { this.rip = this.#nextRip(i); return ST_JUMP; }
         this.rip = this.#nextRip(i);
         this.deliver(D[i + F_IMM]! & 0xff, -1, sub === 0 ? 1 : 1);
         return ST_JUMP;
       }
-      case OP_IRET: return this.#iret(i);
-      case OP_HLT:
+      case 62 /* OP_IRET */: return this.#iret(i);
+      case 63 /* OP_HLT */:
         if (this.cpl !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         this.rip = this.#nextRip(i);
         this.halted = true;
         return ST_JUMP;
-      case OP_PAUSE: this.rip = this.#nextRip(i); return ST_JUMP;
-      case OP_IN: case OP_OUT: return this.#io(i);
-      case OP_CPUID: {
+      case 93 /* OP_PAUSE */: this.rip = this.#nextRip(i); return ST_JUMP;
+      case 64 /* OP_IN */: case 65 /* OP_OUT */: return this.#io(i);
+      case 66 /* OP_CPUID */: {
         const o = this.#cpuidOut;
         this.env.cpuid(R[0]!, R[2]!, o);
         this.setR(0, 2, o[0]!, 0); this.setR(3, 2, o[1]!, 0); this.setR(1, 2, o[2]!, 0); this.setR(2, 2, o[3]!, 0);
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_RDTSC: case OP_RDTSCP: {
+      case 69 /* OP_RDTSC */: case 70 /* OP_RDTSCP */: {
         if ((this.cr4 & CR4_TSD) !== 0 && this.cpl !== 0 && (this.cr0 & CR0_PE) !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         const t = this.tsc();
         this.setR(0, 2, t >>> 0, 0);
@@ -1590,15 +1654,15 @@ export class Cpu {
         if (D[i + F_OP] === OP_RDTSCP) this.setR(1, 2, this.tscAux, 0);
         return ST_NEXT;
       }
-      case OP_RDMSR: case OP_WRMSR: {
+      case 67 /* OP_RDMSR */: case 68 /* OP_WRMSR */: {
         if (this.cpl !== 0 && (this.cr0 & CR0_PE) !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         const ok = D[i + F_OP] === OP_RDMSR ? this.#rdmsr(R[2]! >>> 0) : this.#wrmsr(R[2]! >>> 0, R[0]!, R[4]!);
         if (!ok) { if (this.excVec === -1) { this.excVec = GP; this.excCode = 0; } return ST_EXC; }
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_MOV_R_CR: case OP_MOV_CR_R: return this.#movCr(i);
-      case OP_MOV_R_DR: case OP_MOV_DR_R: {
+      case 71 /* OP_MOV_R_CR */: case 72 /* OP_MOV_CR_R */: return this.#movCr(i);
+      case 73 /* OP_MOV_R_DR */: case 74 /* OP_MOV_DR_R */: {
         if (this.cpl !== 0 && (this.cr0 & CR0_PE) !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         let n = D[i + F_REG]!;
         if (n === 4 || n === 5) n += 2;
@@ -1614,9 +1678,9 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_GRP7: return this.#grp7(i);
-      case OP_GRP6: return this.#grp6(i);
-      case OP_VMCALL: {
+      case 75 /* OP_GRP7 */: return this.#grp7(i);
+      case 80 /* OP_GRP6 */: return this.#grp6(i);
+      case 76 /* OP_VMCALL */: {
         if (this.cpl !== 0 || (this.cr0 & CR0_PE) === 0) { this.excVec = UD; return ST_EXC; }
         const big = (r: number): bigint => (BigInt(R[(r << 1) + 1]! >>> 0) << 32n) | BigInt(R[r << 1]! >>> 0);
         const v = this.env.exits().hypercall(this.env.vpIndex, { control: big(1), input: big(2), output: big(8) });
@@ -1625,15 +1689,15 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_SWAPGS: {
+      case 77 /* OP_SWAPGS */: {
         if (this.cpl !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         const t = this.sBase[SEG_GS]!; this.sBase[SEG_GS] = this.kernelGsBase; this.kernelGsBase = t;
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_SYSCALL: return this.#syscall(i);
-      case OP_SYSRET: return this.#sysret(i);
-      case OP_MOV_RM_SREG: {
+      case 78 /* OP_SYSCALL */: return this.#syscall(i);
+      case 79 /* OP_SYSRET */: return this.#sysret(i);
+      case 81 /* OP_MOV_RM_SREG */: {
         const v = this.sSel[D[i + F_REG]!]!;
         if ((fl & FL_MEM) !== 0) {
           const lin = this.ea(i);
@@ -1644,7 +1708,7 @@ export class Cpu {
         this.setR(D[i + F_RM]!, sz, v, 0);
         return ST_NEXT;
       }
-      case OP_MOV_SREG_RM: {
+      case 82 /* OP_MOV_SREG_RM */: {
         const v = this.rdRM(i, 1);
         if (this.excVec !== -1) return ST_EXC;
         const seg = D[i + F_REG]!;
@@ -1653,8 +1717,8 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_PUSH_SEG: return this.push(sz, this.sSel[D[i + F_SUB]!]!, 0) ? ST_NEXT : ST_EXC;
-      case OP_POP_SEG: {
+      case 83 /* OP_PUSH_SEG */: return this.push(sz, this.sSel[D[i + F_SUB]!]!, 0) ? ST_NEXT : ST_EXC;
+      case 84 /* OP_POP_SEG */: {
         const v = this.#peek(sz, 0);
         if (this.excVec !== -1) return ST_EXC;
         const seg = D[i + F_SUB]!;
@@ -1664,7 +1728,7 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         return ST_JUMP;
       }
-      case OP_JMPF: case OP_CALLF: {
+      case 85 /* OP_JMPF */: case 88 /* OP_CALLF */: {
         const sel = D[i + F_IMM2]!, off = D[i + F_IMM]! >>> 0;
         if (D[i + F_OP] === OP_CALLF) {
           const w = sz === 1 ? 1 : 2;
@@ -1675,7 +1739,7 @@ export class Cpu {
         this.rip = sz === 1 ? off & 0xffff : off;
         return ST_JUMP;
       }
-      case OP_JMPF_RM: case OP_CALLF_RM: {
+      case 86 /* OP_JMPF_RM */: case 87 /* OP_CALLF_RM */: {
         const lin = this.ea(i);
         if (this.excVec !== -1) return ST_EXC;
         const n = 1 << sz;
@@ -1691,7 +1755,7 @@ export class Cpu {
         if (!this.#loadCs(sel, (this.cr0 & CR0_PE) === 0 ? 0 : this.cpl)) return ST_EXC;
         return this.#jumpTo(off, offHi, sz);
       }
-      case OP_RETF: {
+      case 89 /* OP_RETF */: {
         const w = sz;
         const off = this.#peek(w, 0);
         if (this.excVec !== -1) return ST_EXC;
@@ -1716,7 +1780,7 @@ export class Cpu {
         this.#setSp((2 << w) + D[i + F_IMM]!);
         return this.#jumpTo(off, offHi, w);
       }
-      case OP_CLTS:
+      case 92 /* OP_CLTS */:
         if (this.cpl !== 0 && (this.cr0 & CR0_PE) !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         this.cr0 &= ~CR0_TS;
         this.rip = this.#nextRip(i);
@@ -2379,6 +2443,7 @@ export class Cpu {
 
   #iret(i: number): number {
     const D = this.D;
+    this.nmiMasked = false;
     const sz = D[i + F_FL]! & 3;
     const pe = (this.cr0 & CR0_PE) !== 0;
     const w = sz;
@@ -2582,7 +2647,7 @@ export class Cpu {
     }
     this.#loadCache(seg, sel, lo, hi);
     this.sBase[seg] = baseHi * TWO32 + this.sBase[seg]!;
-    if (baseHi !== 0) this.sBase[seg] = canon(this.sBase[seg]! >>> 0, baseHi);
+    if (baseHi !== 0) this.sBase[seg] = canon(this.sBase[seg] >>> 0, baseHi);
     if (seg === SEG_TR) {
       // Mark the TSS busy in the GDT.
       this.sysWr32(this.gdtBase + (sel & ~7) + 4, hi | 0x200);

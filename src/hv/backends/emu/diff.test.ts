@@ -5,6 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { longModeVm, runNative } from './testing.js';
+import { JIT_THRESHOLD } from './jit.js';
 
 const CF = 1n, PF = 4n, AF = 0x10n, ZF = 0x40n, SF = 0x80n, OF = 0x800n;
 const ALL = CF | PF | AF | ZF | SF | OF;
@@ -83,6 +84,29 @@ function cases(): Case[] {
         add(`movsx ${A === 'ax' ? 'ax' : A}, bl`, 0n);
         add(`movzx ${A}, bl`, 0n);
       }
+      // Memory operands (a scratch slot below the stack pointer).
+      {
+        const P = ['byte', 'word', 'dword', 'qword'][sz]! + ' ptr [rsp - 64]';
+        const pre = 'mov [rsp - 64], rax\n', post = '\nmov rax, [rsp - 64]';
+        for (const op of ['add', 'adc', 'sub', 'sbb', 'and', 'or', 'xor']) {
+          add(`${pre}${op} ${P}, ${B}${post}`, op === 'and' || op === 'or' || op === 'xor' ? ALL & ~AF : ALL);
+          add(`${pre}${op} ${B}, ${P}${post}`, op === 'and' || op === 'or' || op === 'xor' ? ALL & ~AF : ALL);
+          add(`${pre}${op} ${P}, ${sz === 0 ? '0x5a' : '-77'}${post}`, op === 'and' || op === 'or' || op === 'xor' ? ALL & ~AF : ALL);
+        }
+        add(`${pre}cmp ${P}, ${B}${post}`, ALL);
+        add(`${pre}test ${P}, ${B}${post}`, ALL & ~AF);
+        for (const op of ['inc', 'dec', 'neg', 'not']) add(`${pre}${op} ${P}${post}`, ALL);
+        add(`${pre}mov ${P}, ${sz === 0 ? '0x7e' : '-2'}${post}`, ALL);
+        add(`${pre}mov ${P}, ${B}${post}`, ALL);
+        add(`${pre}mov ${B}, ${P}${post}`, ALL);
+        add(`${pre}xchg ${P}, ${B}${post}`, ALL);
+        add(`${pre}lock xadd ${P}, ${B}${post}`, ALL);
+        add(`${pre}lock cmpxchg ${P}, ${B}${post}`, ALL);
+        add(`${pre}shl ${P}, 3${post}`, ALL & ~AF & ~OF);
+        add(`${pre}sar ${P}, 1${post}`, ALL & ~AF);
+        if (sz > 0) add(`${pre}btc ${P}, ${sz === 1 ? 'bx' : B}${post}`, CF, operand(), rnd64() & 0x3fn);
+        add(`push rax\npop rbx`, 0n);
+      }
       add(`mul ${B}`, CF | OF);
       add(`imul ${B}`, CF | OF);
       for (let cc = 0; cc < 16; cc++) {
@@ -128,14 +152,23 @@ function program(cs: Case[]): string {
   return body.join('\n');
 }
 
-describe('emu: differential against the host processor', () => {
-  it('integer instructions produce the same results and defined flags', async () => {
+describe('emu: differential against the host processor', { skip: process.arch !== 'x64' || process.platform !== 'linux' ? 'needs an x86-64 Linux host' : false }, () => {
+  it('integer instructions produce the same results and defined flags (interpreter)', async () => {
+    await differential(1);
+  });
+  it('... and the same again when the blocks are hot and compiled (jit.ts)', async () => {
+    await differential(JIT_THRESHOLD + 5);
+  });
+});
+
+async function differential(passes: number): Promise<void> {
+  {
     const cs = cases();
     const body = program(cs);
     const data = `\n.data\nresults: .fill ${cs.length * 32}, 1, 0\n`;
     const native = runNative(`${body}\nmov eax, 1\nmov edi, 1\nlea rsi, [rip + results]\nmov edx, ${cs.length * 32}\nsyscall\nmov eax, 60\nxor edi, edi\nsyscall\n${data}`);
     assert.equal(native.length, cs.length * 32);
-    const vm = await longModeVm(`${body}\nhlt\n${data}`);
+    const vm = await longModeVm(`mov r15, ${passes}\nouter:\n${body}\ndec r15\njnz outer\nhlt\n${data}`);
     const r = await vm.run();
     assert.deepEqual(r, { kind: 'halted' });
     const emu = vm.partition.memory.read(vm.sym('results'), cs.length * 32);
@@ -158,5 +191,9 @@ describe('emu: differential against the host processor', () => {
       }
     }
     assert.equal(failures, 0, `${failures}/${cs.length} mismatches:\n${msgs.join('\n')}`);
-  });
-});
+    if (passes > JIT_THRESHOLD) {
+      assert.ok(vm.partition.cache.blkFn.some((f) => f !== undefined), 'blocks were compiled');
+      assert.ok(vm.partition.cache.stats.compiled > 0);
+    }
+  }
+}

@@ -430,3 +430,419 @@ describe('emu: decoder robustness', () => {
     assert.notEqual(e1.edx & (1 << 20), 0);
   });
 });
+
+describe('emu: system instructions', () => {
+  it('SYSRET to user mode, SYSCALL back with SFMASK, SWAPGS', async () => {
+    const vm = await longModeVm(`
+      mov ecx, 0xc0000081
+      xor eax, eax
+      mov edx, 0x00080008
+      wrmsr
+      mov ecx, 0xc0000082
+      lea rax, [rip + entry]
+      mov rdx, rax
+      shr rdx, 32
+      wrmsr
+      mov ecx, 0xc0000084
+      mov eax, 0x200
+      xor edx, edx
+      wrmsr
+      mov ecx, 0xc0000102
+      mov eax, 0x5000
+      xor edx, edx
+      wrmsr
+      lea rcx, [rip + user]
+      mov r11, 0x202
+      sysretq
+      user: mov r8, 1
+      syscall
+      after: jmp after
+      entry: swapgs
+      mov r12, rcx
+      mov r10, r11
+      mov ecx, 0xc0000101
+      rdmsr
+      mov r9, rax
+      hlt`);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r8, 1n);
+    assert.equal(st.regs.r9, 0x5000n);
+    assert.equal(st.regs.r12, BigInt(vm.sym('after')));
+    assert.equal(st.regs.r10 & 0x200n, 0x200n);
+    assert.equal(st.regs.rflags & 0x200n, 0n);
+    assert.equal(st.sregs.cs.selector, 0x08);
+  });
+
+  it('CMPXCHG16B and LOCK CMPXCHG/XADD on memory', async () => {
+    const { vm, st } = await run64(`
+      mov rdi, 0x90000
+      mov qword ptr [rdi], 1
+      mov qword ptr [rdi + 8], 2
+      mov eax, 1
+      mov edx, 2
+      mov ebx, 3
+      mov ecx, 4
+      lock cmpxchg16b [rdi]
+      setz r8b
+      lock cmpxchg16b [rdi]
+      setz r9b
+      mov eax, 10
+      lock xadd [rdi + 16], eax
+      mov r10, rax
+      mov eax, 10
+      mov ecx, 7
+      lock cmpxchg [rdi + 16], ecx`);
+    assert.equal(vm.partition.memory.readU64(0x90000), 3n);
+    assert.equal(vm.partition.memory.readU64(0x90008), 4n);
+    assert.equal(st.regs.r8 & 0xffn, 1n);
+    assert.equal(st.regs.r9 & 0xffn, 0n);
+    assert.equal(st.regs.rax, 10n);
+    assert.equal(st.regs.rdx, 4n);
+    assert.equal(st.regs.r10, 0n);
+    assert.equal(vm.partition.memory.readU32(0x90010), 7);
+  });
+
+  it('a not-present #GP gate raises #DF (error code 0) through its own gate', async () => {
+    const vm = await longModeVm(`
+      mov rax, 0x0000800000000000
+      mov rbx, [rax]
+      hlt
+      df: pop r15
+      mov r12, 8
+      hlt`, { idt: new Map([[8 | (1 << 8), 'df']]) });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 8n);
+    assert.equal(st.regs.r15, 0n);
+  });
+
+  it('getState/setState round-trip', async () => {
+    const { vm } = await run64('mov rax, -2\nmov r15, 0x1234\nstc');
+    const a = await vm.state();
+    await vm.vp.setState(a);
+    const b = await vm.state();
+    a.msrs.delete(0x10); b.msrs.delete(0x10);
+    assert.deepEqual(b, a);
+    assert.equal(a.regs.rax, 0xfffffffffffffffen);
+    assert.equal(a.regs.rflags & 1n, 1n);
+  });
+
+  it('protected mode (32-bit): IDT gate delivery and IRET', async () => {
+    const vm = await realModeVm(`
+      cli
+      lgdt [gdtr]
+      mov eax, cr0
+      or eax, 1
+      mov cr0, eax
+      ljmp 0x08, offset pm
+      .code32
+      pm: mov ax, 0x10
+      mov ds, ax
+      mov ss, ax
+      mov esp, 0x9000
+      # IDT entry 0x30 at 0x20000: 32-bit interrupt gate to handler
+      mov eax, offset handler
+      mov word ptr [0x20000 + 0x30 * 8], ax
+      mov word ptr [0x20000 + 0x30 * 8 + 2], 0x08
+      mov word ptr [0x20000 + 0x30 * 8 + 4], 0x8e00
+      shr eax, 16
+      mov word ptr [0x20000 + 0x30 * 8 + 6], ax
+      lidt [idtr]
+      mov ebx, 5
+      int 0x30
+      mov edi, ebx
+      hlt
+      handler: shl ebx, 3
+      iretd
+      .align 8
+      gdt: .quad 0, 0x00cf9a000000ffff, 0x00cf92000000ffff
+      gdtr: .word 23
+      .long gdt
+      idtr: .word 0x7ff
+      .long 0x20000
+      `);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.rdi, 40n);
+    assert.equal(st.regs.rsp, 0x9000n);
+  });
+});
+
+describe('emu: interpreter/ops consistency', () => {
+  it('every literal case label in the interpreter matches its OP_ constant', async () => {
+    const { readFileSync } = await import('node:fs');
+    const ops = await import('./ops.js') as unknown as Record<string, number>;
+    const src = readFileSync(new URL('./cpu.js', import.meta.url), 'utf8');
+    let n = 0;
+    for (const m of src.matchAll(/case (\d+) \/\* (OP_\w+) \*\//g)) {
+      assert.equal(Number(m[1]), ops[m[2]!], `${m[2]} is ${ops[m[2]!]}, not ${m[1]}`);
+      n++;
+    }
+    assert.ok(n > 80);
+  });
+});
+
+describe('emu: hostile code', () => {
+  it('random bytes executed in long mode never throw or hang the host', async () => {
+    const vm = await longModeVm('hlt');
+    const cpu = vm.vp.cpu;
+    const base = await vm.state();
+    await fc.assert(fc.asyncProperty(
+      fc.uint8Array({ minLength: 1, maxLength: 96 }), fc.array(fc.bigUintN(64), { minLength: 16, maxLength: 16 }),
+      async (code, regs) => {
+        const st = structuredClone(base);
+        const names = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'] as const;
+        names.forEach((n, k) => { st.regs[n] = regs[k]!; });
+        await vm.vp.setState(st);
+        vm.partition.memory.write(CODE_BASE, code);
+        const r = cpu.runSlice(5000);
+        assert.ok(r >= 0 && r <= 5, `run result ${r}`);
+      }), { numRuns: 400 });
+  });
+});
+
+describe('emu: blocks across page boundaries', () => {
+  it('an instruction crossing a page is cached, compiled, and invalidated by writes to either page', async () => {
+    const { vm, st } = await run64(`
+      xor ebx, ebx
+      mov ecx, 100
+      call loop
+      mov r8, rax
+      mov r9, rbx
+      lea rdi, [rip + imm]
+      mov byte ptr [rdi + 3], 0x55     # high byte of the immediate, on the second page
+      mov ecx, 3
+      call loop
+      jmp done
+      .balign 4096
+      .skip 4090
+      loop: add ebx, 1
+      mov eax, 0x12345678
+      imm = . - 4
+      dec ecx
+      jnz loop
+      ret
+      done:`);
+    assert.equal(st.regs.r8, 0x12345678n);
+    assert.equal(st.regs.r9, 100n);
+    assert.equal(st.regs.rax, 0x55345678n);
+    assert.equal(st.regs.rbx, 103n);
+    assert.ok(vm.partition.cache.stats.invalidations >= 1);
+  });
+});
+
+describe('emu: LAPIC timer in a guest', () => {
+  it('a periodic timer wakes HLT and interrupts through the IDT', async () => {
+    const vm = await longModeVm(`
+      mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff      # SVR
+      mov dword ptr [rsi + 0x3e0], 0xb       # divide by 1
+      mov dword ptr [rsi + 0x320], 0x20050   # periodic, vector 0x50
+      mov dword ptr [rsi + 0x380], 1000000   # 1 ms
+      xor r8d, r8d
+      wait: sti
+      hlt
+      cli
+      cmp r8d, 3
+      jb wait
+      mov dword ptr [rsi + 0x320], 0x10050   # mask
+      hlt
+      tick: inc r8d
+      mov dword ptr [rsi + 0xb0], 0
+      iretq`, { idt: new Map([[0x50, 'tick']]) });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    assert.equal((await vm.state()).regs.r8, 3n);
+  });
+});
+
+describe('emu: NMI', () => {
+  it('an NMI MSI interrupts even with IF=0 and is blocked until IRET', async () => {
+    const vm = await longModeVm(`
+      xor r8d, r8d
+      cli
+      spin: cmp r8d, 1
+      jne spin
+      hlt
+      nmi: inc r8d
+      iretq`, { idt: new Map([[2, 'nmi']]) });
+    const run = vm.run();
+    setTimeout(() => vm.partition.signalMsi(0xfee00000n, 0x400), 5);
+    assert.deepEqual(await run, { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r8, 1n);
+    assert.equal(st.events.nmiMasked, false);
+  });
+});
+
+describe('emu: several processors', () => {
+  it('VP0 sends fixed IPIs to VP1 through its ICR; both run interleaved on one thread', async () => {
+    const vm = await longModeVm(`
+      mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff
+      mov dword ptr [rsi + 0x310], 1 << 24     # destination APIC 1
+      mov ecx, 3
+      send: mov dword ptr [rsi + 0x300], 0x61  # fixed, vector 0x61
+      pause
+      mov rax, 200000
+      delay: dec rax
+      jnz delay
+      dec ecx
+      jnz send
+      hlt
+      ap: mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff
+      xor r8d, r8d
+      apwait: sti
+      hlt
+      cli
+      cmp r8d, 3
+      jb apwait
+      hlt
+      ipi: inc r8d
+      mov dword ptr [rsi + 0xb0], 0
+      iretq`, { idt: new Map([[0x61, 'ipi']]), vpCount: 2 });
+    const vp1 = vm.partition.vps[1]!;
+    const bsp = await vm.vp.getState();
+    const st = await vp1.getState();   // keeps VP1's own APIC (ID 1)
+    st.regs = { ...bsp.regs, rip: BigInt(vm.sym('ap')), rsp: 0x50000n };
+    st.sregs = { ...bsp.sregs, apicBase: st.sregs.apicBase };
+    assert.equal(st.halted, true);       // an AP waits for STARTUP until its state is set
+    st.halted = false;
+    await vp1.setState(st);
+    // VP1 must be listening before VP0 sends.
+    const r1 = vp1.run();
+    await new Promise((res) => setTimeout(res, 5));
+    const r0 = vm.run();
+    assert.deepEqual(await r0, { kind: 'halted' });
+    assert.deepEqual(await r1, { kind: 'halted' });
+    assert.equal((await vp1.getState()).regs.r8, 3n);
+  });
+});
+
+describe('emu: 32-bit paging', () => {
+  it('2-level paging with a 4 MiB PSE page, A/D bits, and #PF error code/CR2 in protected mode', async () => {
+    const vm = await realModeVm(`
+      cli
+      lgdt [gdtr]
+      mov eax, cr0
+      or eax, 1
+      mov cr0, eax
+      ljmp 0x08, offset pm
+      .code32
+      pm: mov ax, 0x10
+      mov ds, ax
+      mov es, ax
+      mov ss, ax
+      mov esp, 0x9000
+      # page table at 0x31000: identity 0-4 MiB, page 0x200000 not present
+      mov edi, 0x31000
+      mov eax, 0x3
+      mov ecx, 1024
+      fill: mov [edi], eax
+      add eax, 0x1000
+      add edi, 4
+      loop fill
+      mov dword ptr [0x31000 + 0x200 * 4], 0
+      mov dword ptr [0x30000], 0x31003          # PDE 0 -> page table
+      mov dword ptr [0x30004], 0x00000083       # PDE 1: 4 MiB page at 0 (alias)
+      # IDT entry 14 at 0x20000
+      mov eax, offset pf
+      mov word ptr [0x20000 + 14 * 8], ax
+      mov word ptr [0x20000 + 14 * 8 + 2], 0x08
+      mov word ptr [0x20000 + 14 * 8 + 4], 0x8e00
+      shr eax, 16
+      mov word ptr [0x20000 + 14 * 8 + 6], ax
+      lidt [idtr]
+      mov eax, 0x30000
+      mov cr3, eax
+      mov eax, cr4
+      or eax, 0x10                              # PSE
+      mov cr4, eax
+      mov eax, cr0
+      or eax, 0x80000000
+      mov cr0, eax
+      mov dword ptr [0x405000], 0xcafef00d      # through the alias
+      mov esi, [0x5000]
+      mov ebx, [0x30004]                        # PDE 1 with A and D set
+      fault: mov eax, [0x200010]
+      hlt
+      pf: pop edx
+      mov ecx, cr2
+      pop edi
+      hlt
+      .align 8
+      gdt: .quad 0, 0x00cf9a000000ffff, 0x00cf92000000ffff
+      gdtr: .word 23
+      .long gdt
+      idtr: .word 0x7ff
+      .long 0x20000
+      `);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.rsi, 0xcafef00dn);
+    assert.equal(st.regs.rbx & 0x60n, 0x60n);
+    assert.equal(st.regs.rdx, 0n);                    // read, supervisor, not present
+    assert.equal(st.regs.rcx, 0x200010n);
+    assert.equal(st.regs.rdi, BigInt(vm.sym('fault')));
+  });
+});
+
+describe('emu: hostile guests cannot hang the host', () => {
+  it('an exception handler on a not-present page with an IST stack loops without retiring: the slice still ends', async () => {
+    const vm = await longModeVm(`
+      mov qword ptr [0x4000 + 0x1f0 * 8], 0   # the handler's page: not present
+      invlpg [0x1f0000]
+      ud2
+      h: hlt`, { idt: new Map([[6, 'h'], [14 | (1 << 8), 'h']]) });
+    // Point both gates at the unmapped page.
+    const mem = vm.partition.memory;
+    for (const v of [6, 14]) {
+      const lo = mem.readU64(0x6000 + v * 16);
+      mem.writeU64(0x6000 + v * 16, (lo & ~0xffff00000000ffffn) | 0x0000n | (0x001fn << 48n));
+    }
+    const t0 = performance.now();
+    const r = vm.vp.cpu.runSlice(10000);
+    assert.ok(performance.now() - t0 < 2000);
+    assert.equal(r, 0, `result ${r}`);   // RUN_SLICE: still looping, but the slice ended
+  });
+});
+
+describe('emu: host-side writes', () => {
+  it('a write through Partition.memory (loader, DMA) invalidates decoded code', async () => {
+    const vm = await longModeVm('again: mov eax, 1\nimm = . - 4\nhlt\njmp again');
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    assert.equal((await vm.state()).regs.rax, 1n);
+    vm.partition.memory.writeU32(vm.sym('imm'), 9);
+    const st = await vm.state();
+    st.regs.rip = BigInt(CODE_BASE);
+    st.halted = false;
+    await vm.vp.setState(st);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    assert.equal((await vm.state()).regs.rax, 9n);
+  });
+});
+
+describe('emu: INIT/STARTUP', () => {
+  it('the BSP starts an AP with INIT + STARTUP; the AP runs real-mode code at vector * 4096', async () => {
+    const vm = await longModeVm(`
+      mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff
+      mov dword ptr [rsi + 0x310], 1 << 24
+      mov dword ptr [rsi + 0x300], 0x4500      # INIT
+      mov dword ptr [rsi + 0x300], 0x0699      # STARTUP, vector 0x99 -> 0x99000
+      wait: cmp dword ptr [0x99100], 0x600d
+      jne wait
+      hlt`, { vpCount: 2 });
+    // AP trampoline at 0x99000 (16-bit): mov ax, 0x9000; mov ds, ax; mov dword [0x9100], 0x600d; hlt
+    vm.partition.memory.write(0x99000, new Uint8Array([0xb8, 0x00, 0x90, 0x8e, 0xd8, 0x66, 0xc7, 0x06, 0x00, 0x91, 0x0d, 0x60, 0x00, 0x00, 0xf4]));
+    const vp1 = vm.partition.vps[1]!;
+    const r1 = vp1.run();
+    const r0 = vm.run();
+    assert.deepEqual(await r0, { kind: 'halted' });
+    assert.deepEqual(await r1, { kind: 'halted' });
+    const ap = await vp1.getState();
+    assert.equal(ap.sregs.cs.selector, 0x9900);
+    assert.equal(vm.partition.memory.readU32(0x99100), 0x600d);
+  });
+});

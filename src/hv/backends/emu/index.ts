@@ -7,8 +7,11 @@
  * served and several VPs interleave round-robin. A VP halted with interrupts enabled waits on
  * a promise that signalMsi()/requestStop() resolve.
  *
- * The local APIC (lapic.ts) lives here, so signalMsi() works as with KVM's in-kernel irqchip.
+ * The local APIC (lapic.ts, with its timer) lives here, so signalMsi() works as with KVM's
+ * in-kernel irqchip; MSIs with delivery mode NMI raise an NMI (blocked until IRET).
  * setIrqLine() is a counted no-op until the IOAPIC exists (FUTURE: IOAPIC issue).
+ * Application processors start waiting for INIT/STARTUP IPIs, as on hardware; setState()
+ * makes a processor runnable at the state given.
  * Hypercalls: the guest executes VMCALL (or VMMCALL); `hypercallCode` is VMCALL.
  */
 import type { IDisposable } from '../../../base/disposable.js';
@@ -26,6 +29,9 @@ import { CodeCache, PhysMem } from './memory.js';
 import { SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_SS, SEG_TR } from './ops.js';
 
 export { Cpu } from './cpu.js';
+export { LAPIC_TIMER_HZ } from './lapic.js';
+/** The emulated TSC counts nanoseconds of host time (plus the guest's offset). */
+export const EMU_TSC_HZ = 1_000_000_000;
 
 /** Instructions per runSlice call; slices repeat until SLICE_MS has passed. */
 const SLICE_INSNS = 200_000;
@@ -100,6 +106,12 @@ function toCanon(v: bigint): number { return Number(BigInt.asIntN(48, v)); }
 
 export class EmuVp implements VirtualProcessor {
   readonly cpu: Cpu;
+  /**
+   * Waiting for a STARTUP IPI (application processors from creation, any processor after INIT).
+   * DEVNOTE: VpState has no multiprocessor-state field yet; getState reports this as `halted`
+   * and setState makes the processor runnable (setting a VP's state means "start here").
+   */
+  waitSipi: boolean;
   #running = false;
   #wake: (() => void) | null = null;
 
@@ -110,9 +122,37 @@ export class EmuVp implements VirtualProcessor {
       cpuid: (fn, idx, out) => partition.cpuid(index, fn >>> 0, idx >>> 0, out),
       interceptMsr: (msr) => partition.intercepts(msr),
     };
-    const lapic = new Lapic(index, (dest, shorthand, destMode, vector) => partition.ipi(index, dest, shorthand, destMode, vector));
+    const lapic = new Lapic(index, (dest, shorthand, destMode, mode, vector) => partition.ipi(index, dest, shorthand, destMode, mode, vector));
     this.cpu = new Cpu(partition.phys, partition.cache, lapic, env);
     this.cpu.apicBase = 0xfee00000 + 0x800 + (index === 0 ? 0x100 : 0);
+    this.waitSipi = index !== 0;
+  }
+
+  /**
+   * INIT: the processor goes to its reset state (keeping its APIC ID) and waits for a STARTUP
+   * IPI. Application processors are created in this state; the BSP is not.
+   */
+  init(): void {
+    const c = this.cpu;
+    const base = c.apicBase;
+    c.reset();
+    c.lapic.reset();
+    c.apicBase = base;
+    this.waitSipi = this.index !== 0 || this.waitSipi;
+  }
+
+  /** STARTUP (SIPI): a processor waiting for one starts in real mode at vector * 4096. */
+  startup(vector: number): void {
+    if (!this.waitSipi) return;
+    const c = this.cpu;
+    this.waitSipi = false;
+    c.sSel[SEG_CS] = (vector & 0xff) << 8;
+    c.sBase[SEG_CS] = (vector & 0xff) << 12;
+    c.sLimit[SEG_CS] = 0xffff;
+    c.rip = 0;
+    c.halted = false;
+    c.updateMode();
+    c.flushTlb();
   }
 
   /** Resolve a halt wait (an interrupt arrived, or a stop was requested). */
@@ -124,6 +164,11 @@ export class EmuVp implements VirtualProcessor {
     this.cpu.stopReq = false;
     try {
       for (;;) {
+        if (this.waitSipi) {
+          await new Promise<void>((res) => { this.#wake = res; });
+          if (this.cpu.stopReq) return { kind: 'stopped' };
+          continue;
+        }
         const t0 = performance.now();
         let r: number;
         try {
@@ -137,9 +182,18 @@ export class EmuVp implements VirtualProcessor {
           case RUN_SHUTDOWN: return { kind: 'shutdown' };
           case RUN_HALTED: return { kind: 'halted' };
           case RUN_ERROR: return { kind: 'error', message: this.cpu.errorMessage || 'emulation failure' };
-          case RUN_HALT_WAIT:
-            await new Promise<void>((res) => { this.#wake = res; });
+          case RUN_HALT_WAIT: {
+            // Sleep until an interrupt arrives or the LAPIC timer is due.
+            const due = this.cpu.lapic.deadline;
+            let timer: NodeJS.Timeout | undefined;
+            await new Promise<void>((res) => {
+              this.#wake = res;
+              if (due !== Infinity) timer = setTimeout(() => this.wake(), Math.max(0, (due - performance.now() * 1e6) / 1e6));
+            });
+            if (timer !== undefined) clearTimeout(timer);
+            this.cpu.lapic.poll();
             break;
+          }
           default:
             await new Promise<void>((res) => setImmediate(res));
             break;
@@ -190,8 +244,8 @@ export class EmuVp implements VirtualProcessor {
       xcr0: BigInt(c.xcr0),
       msrs,
       lapic: c.lapic.getState().subarray(0, LAPIC_STATE_SIZE),
-      events: { exception: null, interrupt: null, nmiPending: c.nmiPending, nmiMasked: false, interruptShadow: c.shadow !== 0 },
-      halted: c.halted,
+      events: { exception: null, interrupt: null, nmiPending: c.nmiPending, nmiMasked: c.nmiMasked, interruptShadow: c.shadow !== 0 },
+      halted: c.halted || this.waitSipi,
     });
   }
 
@@ -234,8 +288,10 @@ export class EmuVp implements VirtualProcessor {
     c.fOp = 0;
     c.eflags = (Number(BigInt.asUintN(32, s.regs.rflags)) | 2) & 0x3f7fd7;
     c.halted = s.halted;
+    this.waitSipi = false;
     c.shadow = s.events.interruptShadow ? 1 : 0;
     c.nmiPending = s.events.nmiPending;
+    c.nmiMasked = s.events.nmiMasked;
     c.excVec = -1;
     c.cpl = (c.cr0 & CR0_PE) === 0 ? 0 : (c.sAttr[SEG_SS]! >> 5) & 3;
     c.updateMode();
@@ -270,7 +326,9 @@ export class EmuPartition implements Partition {
     this.vps = [];
     for (let i = 0; i < config.vpCount; i++) this.vps.push(new EmuVp(i, this));
     this.cache.onNewCodePage = (pa) => { for (const vp of this.vps) vp.cpu.dropWriteMappings(pa); };
-    this.memory.onWrite = (at, len) => this.cache.invalidateRange(at, len);
+    // A host-side write (device DMA during an exit) into decoded code also ends the block
+    // that the exiting VP is executing, as a guest store would.
+    this.memory.onWrite = (at, len) => { if (this.cache.invalidateRange(at, len)) for (const vp of this.vps) vp.cpu.brk = 1; };
   }
 
   mapMemory(at: Gpa, block: MemoryBlock, writable: boolean): IDisposable {
@@ -299,9 +357,9 @@ export class EmuPartition implements Partition {
     this.#deliver(dest, destMode, mode, vector, level, -1, 0);
   }
 
-  /** An IPI from `from`'s ICR (fixed delivery). */
-  ipi(from: number, dest: number, shorthand: number, destMode: number, vector: number): void {
-    this.#deliver(dest, destMode, 0, vector, false, from, shorthand);
+  /** An IPI from `from`'s ICR. */
+  ipi(from: number, dest: number, shorthand: number, destMode: number, mode: number, vector: number): void {
+    this.#deliver(dest, destMode, mode, vector, false, from, shorthand);
   }
 
   #deliver(dest: number, destMode: number, mode: number, vector: number, level: boolean, from: number, shorthand: number): void {
@@ -309,7 +367,9 @@ export class EmuPartition implements Partition {
       const lapic = vp.cpu.lapic;
       const match = shorthand === 1 ? vp.index === from : shorthand === 2 ? true : shorthand === 3 ? vp.index !== from : lapic.matches(dest, destMode);
       if (!match) continue;
-      if (mode === 4) vp.cpu.nmiPending = true;         // FUTURE: NMI delivery
+      if (mode === 4) vp.cpu.nmiPending = true;
+      else if (mode === 5) vp.init();
+      else if (mode === 6) vp.startup(vector);
       else if (mode === 0 || mode === 1) lapic.accept(vector, level);
       else { this.stats.droppedMsis++; continue; }
       vp.wake();

@@ -5,8 +5,11 @@
  * Implemented: the xAPIC register page at the APIC base (0xFEE00000 by default) with ID,
  * version, TPR, APR/PPR, EOI, LDR, DFR, SVR (software enable), ISR/TMR/IRR bitmaps, ESR, ICR
  * (fixed IPIs by physical destination or shorthand), the LVT entries as plain storage, and
- * vector priority: an interrupt is deliverable when its priority class exceeds the PPR.
- * FUTURE: the LAPIC timer, INIT/SIPI, NMI/ExtINT delivery modes, x2APIC.
+ * vector priority: an interrupt is deliverable when its priority class exceeds the PPR, and the
+ * timer (one-shot and periodic; TSC-deadline is not advertised) counting at LAPIC_TIMER_HZ
+ * divided by the divide configuration.
+ * IPIs: fixed, lowest priority, NMI, INIT and STARTUP (the partition routes them).
+ * FUTURE: ExtINT/SMI delivery modes, x2APIC.
  *
  * DEVNOTE: register values are kept in the architectural 1 KiB layout (state.ts
  * LAPIC_STATE_SIZE) so save/restore is a copy. `ready` caches the vector that would be
@@ -22,8 +25,13 @@ const LVT_MASKED = 0x10000;
 /** Version register: version 0x14 (integrated xAPIC), max LVT entry 5. */
 const VERSION_VALUE = 0x00050014;
 
+/** The APIC timer's input clock (the "bus" clock): 1 GHz, so one count is one nanosecond at divide-by-1. */
+export const LAPIC_TIMER_HZ = 1_000_000_000;
+const LVT_TIMER_PERIODIC = 1 << 17;
+
 /** How an APIC sends an IPI to another VP's APIC (the partition routes it). */
-export type IpiSink = (destination: number, shorthand: number, destMode: number, vector: number) => void;
+/** mode: ICR delivery mode (0 fixed, 1 lowest priority, 4 NMI, 5 INIT, 6 STARTUP). */
+export type IpiSink = (destination: number, shorthand: number, destMode: number, mode: number, vector: number) => void;
 
 export class Lapic {
   readonly regs = new Uint8Array(1024);
@@ -33,7 +41,11 @@ export class Lapic {
   // Statistics
   readonly stats = { accepted: 0, delivered: 0, eois: 0 };
 
-  constructor(readonly apicId: number, private readonly ipi: IpiSink) { this.reset(); }
+  /** Absolute time (ns, `now()` clock) of the next timer expiry, or Infinity. */
+  deadline = Infinity;
+  #periodNs = 0;
+
+  constructor(readonly apicId: number, private readonly ipi: IpiSink, private readonly now: () => number = () => performance.now() * 1e6) { this.reset(); }
 
   reset(): void {
     this.regs.fill(0);
@@ -43,11 +55,29 @@ export class Lapic {
     this.#set(LAPIC_SVR, 0xff);
     for (let r = LAPIC_LVT_TIMER; r <= LAPIC_LVT_ERROR; r += 0x10) this.#set(r, LVT_MASKED);
     this.ready = -1;
+    this.deadline = Infinity;
+    this.#periodNs = 0;
+  }
+
+  #divisor(): number {
+    const d = this.#get(LAPIC_TIMER_DCR);
+    const v = (d & 3) | ((d >> 1) & 4);
+    return v === 7 ? 1 : 2 << v;
+  }
+
+  /** Fire the timer if its deadline has passed. Called by the processor now and then. */
+  poll(now = this.now()): void {
+    if (now < this.deadline) return;
+    const lvt = this.#get(LAPIC_LVT_TIMER);
+    if ((lvt & LVT_TIMER_PERIODIC) !== 0 && this.#periodNs > 0) {
+      this.deadline += this.#periodNs;
+      if (this.deadline <= now) this.deadline = now + this.#periodNs;  // fell behind: skip the missed ticks
+    } else this.deadline = Infinity;
+    if ((lvt & LVT_MASKED) === 0) this.accept(lvt & 0xff, false);
   }
 
   #get(off: number): number { return this.#dv.getUint32(off, true); }
   #set(off: number, v: number): void { this.#dv.setUint32(off, v >>> 0, true); }
-  #bit(base: number, v: number): boolean { return ((this.#get(base + ((v >> 5) << 4)) >>> (v & 31)) & 1) !== 0; }
   #setBit(base: number, v: number, on: boolean): void {
     const off = base + ((v >> 5) << 4);
     const m = 1 << (v & 31);
@@ -113,7 +143,10 @@ export class Lapic {
     off &= 0xff0;
     if (off >= 0x400) return 0;
     if (off === LAPIC_PPR) return this.#ppr();
-    if (off === LAPIC_TIMER_CCR) return 0;   // FUTURE: timer
+    if (off === LAPIC_TIMER_CCR) {
+      if (this.deadline === Infinity) return 0;
+      return Math.min(0xffffffff, Math.max(0, Math.ceil((this.deadline - this.now()) / this.#divisor())));
+    }
     return this.#get(off);
   }
 
@@ -140,10 +173,20 @@ export class Lapic {
       case LAPIC_ICR_LO: {
         this.#set(off, v & ~0x1000);  // delivery status always idle
         const mode = (v >> 8) & 7;
-        if (mode === 0) this.ipi(this.#get(LAPIC_ICR_HI) >>> 24, (v >> 18) & 3, (v >> 11) & 1, v & 0xff);
+        // INIT with level de-assert (trigger level, level 0) is a no-op on xAPICs.
+        const deassert = mode === 5 && (v & 0x8000) !== 0 && (v & 0x4000) === 0;
+        if ((mode <= 1 || mode === 4 || mode === 5 || mode === 6) && !deassert) {
+          this.ipi(this.#get(LAPIC_ICR_HI) >>> 24, (v >> 18) & 3, (v >> 11) & 1, mode, v & 0xff);
+        }
         break;
       }
-      case LAPIC_TIMER_ICR: case LAPIC_TIMER_DCR: this.#set(off, v); break;
+      case LAPIC_TIMER_ICR: {
+        this.#set(off, v);
+        this.#periodNs = v * this.#divisor() * (1e9 / LAPIC_TIMER_HZ);
+        this.deadline = v === 0 ? Infinity : this.now() + this.#periodNs;
+        break;
+      }
+      case LAPIC_TIMER_DCR: this.#set(off, v & 0xb); break;
       default:
         if (off >= LAPIC_LVT_TIMER && off <= LAPIC_LVT_ERROR) {
           this.#set(off, this.softwareEnabled ? v : v | LVT_MASKED);
@@ -164,6 +207,10 @@ export class Lapic {
   getState(): Uint8Array { return this.regs.slice(); }
   setState(bytes: Uint8Array): void {
     this.regs.set(bytes.subarray(0, 1024));
+    // The timer restarts from its initial count (the image holds no absolute time).
+    const icr = this.#get(LAPIC_TIMER_ICR);
+    this.#periodNs = icr * this.#divisor() * (1e9 / LAPIC_TIMER_HZ);
+    this.deadline = icr === 0 ? Infinity : this.now() + this.#periodNs;
     this.#update();
   }
 }

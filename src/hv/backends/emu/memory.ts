@@ -9,6 +9,7 @@
  */
 import type { GuestMemory } from '../../../guestmem/guestmem.js';
 import { STRIDE } from './ops.js';
+import type { BlockFn } from './jit.js';
 
 export const PAGE_SHIFT = 12;
 
@@ -66,14 +67,24 @@ export class CodeCache {
   readonly blkBytes = new Int32Array(MAX_BLOCKS);
   readonly blkKey = new Float64Array(MAX_BLOCKS);
   readonly blkNext = new Int32Array(MAX_BLOCKS);
+  /** Second physical page of a block whose last instruction crosses a page boundary, else -1. */
+  readonly blkPage2 = new Float64Array(MAX_BLOCKS);
+  readonly blkNext2 = new Int32Array(MAX_BLOCKS);
   readonly blkValid = new Uint8Array(MAX_BLOCKS);
-  /** Execution counts: the hook for the future compiling tier (ADR 0007). */
+  /** Execution counts: a block is compiled (jit.ts) when its count reaches JIT_THRESHOLD. */
   readonly blkExec = new Int32Array(MAX_BLOCKS);
+  /** Compiled form of a block (jit.ts), or undefined. */
+  readonly blkFn: (BlockFn | undefined)[] = new Array<BlockFn | undefined>(MAX_BLOCKS).fill(undefined);
+  /** Block chaining (cpu.ts runSlice): successor block, its linear RIP and the VP's translation generation. */
+  readonly succ = new Int32Array(MAX_BLOCKS);
+  readonly succLin = new Float64Array(MAX_BLOCKS);
+  readonly succGen = new Float64Array(MAX_BLOCKS).fill(-1);
+  genCounter = 0;
   readonly tKey = new Float64Array(1 << TABLE_BITS).fill(-1);
   readonly tBlk = new Int32Array(1 << TABLE_BITS);
   readonly pageHead = new Map<number, number>();
   // Statistics
-  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0 };
+  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, compileMs: 0 };
   /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
   onNewCodePage: (pa: number) => void = () => undefined;
 
@@ -96,32 +107,44 @@ export class CodeCache {
     return this.poolUsed;
   }
 
-  /** Commit a block decoded at the reserved pool position. `cache` false: a transient block. */
-  commit(pa: number, mode: number, count: number, bytes: number, cache: boolean): number {
+  /**
+   * Commit a block decoded at the reserved pool position. `page2` is the physical address of
+   * the second page when the last instruction crosses a page boundary, else -1.
+   */
+  commit(pa: number, mode: number, count: number, bytes: number, page2: number): number {
     const b = this.blocks++;
     this.blkFirst[b] = this.poolUsed;
     this.blkCount[b] = count;
     this.blkBytes[b] = bytes;
     this.blkKey[b] = pa * 4 + mode;
+    this.blkPage2[b] = page2;
     this.blkExec[b] = 0;
+    this.blkFn[b] = undefined;
+    this.succGen[b] = -1;
     this.poolUsed += count;
     this.stats.blocksDecoded++;
-    if (!cache) { this.blkValid[b] = 0; return b; }
     this.blkValid[b] = 1;
     const s = CodeCache.slot(pa, mode);
     this.tKey[s] = pa * 4 + mode;
     this.tBlk[s] = b;
     const page = Math.floor(pa / 4096);
-    const head = this.pageHead.get(page);
-    this.blkNext[b] = head ?? -1;
+    this.blkNext[b] = this.#link(page, b);
+    this.blkNext2[b] = page2 >= 0 ? this.#link(page2 / 4096, b) : -1;
+    return b;
+  }
+
+  /** Put block b at the head of page's list (marking the page as code); returns the old head. */
+  #link(page: number, b: number): number {
+    const head = this.pageHead.get(page) ?? -1;
     this.pageHead.set(page, b);
+    const pa = page * 4096;
     const r = this.phys.find(pa);
     if (r >= 0) {
       const pg = Math.floor((pa - this.phys.start[r]!) / 4096);
       const bits = this.phys.code[r]!;
-      if (bits[pg] === 0) { bits[pg] = 1; this.onNewCodePage(page * 4096); }
+      if (bits[pg] === 0) { bits[pg] = 1; this.onNewCodePage(pa); }
     }
-    return b;
+    return head;
   }
 
   /** Drop every block decoded from physical page `page` (a page number). */
@@ -130,28 +153,33 @@ export class CodeCache {
     this.pageHead.delete(page);
     let guard = MAX_BLOCKS;
     while (b >= 0 && guard-- > 0) {
+      const key = this.blkKey[b]!;
+      const pa = Math.floor(key / 4), mode = key - pa * 4;
+      const next = Math.floor(pa / 4096) === page ? this.blkNext[b]! : this.blkNext2[b]!;
       if (this.blkValid[b] === 1) {
         this.blkValid[b] = 0;
-        const key = this.blkKey[b]!;
-        const pa = Math.floor(key / 4), mode = key - pa * 4;
+        this.blkFn[b] = undefined;
         const s = CodeCache.slot(pa, mode);
         if (this.tKey[s] === key && this.tBlk[s] === b) this.tKey[s] = -1;
       }
-      b = this.blkNext[b]!;
+      b = next;
     }
     const r = this.phys.find(page * 4096);
     if (r >= 0) this.phys.code[r]![Math.floor((page * 4096 - this.phys.start[r]!) / 4096)] = 0;
     this.stats.invalidations++;
   }
 
-  /** Invalidate all code in [pa, pa+len) (host-side writes). */
-  invalidateRange(pa: number, len: number): void {
-    if (len <= 0) return;
+  /** Invalidate all code in [pa, pa+len) (host-side writes); true if any block was dropped. */
+  invalidateRange(pa: number, len: number): boolean {
+    if (len <= 0) return false;
     const first = Math.floor(pa / 4096), last = Math.floor((pa + len - 1) / 4096);
-    for (let p = first; p <= last; p++) if (this.pageHead.has(p)) this.invalidatePage(p);
+    let any = false;
+    for (let p = first; p <= last; p++) if (this.pageHead.has(p)) { this.invalidatePage(p); any = true; }
+    return any;
   }
 
   flush(): void {
+    this.succGen.fill(-1);
     this.poolUsed = 0;
     this.blocks = 0;
     this.tKey.fill(-1);

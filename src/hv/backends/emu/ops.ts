@@ -3,7 +3,7 @@
  * (cpu.ts): field offsets, flag bits and handler ids.
  *
  * One instruction is 16 Int32 slots in the block pool (docs/adr/0007-emu-design.md). The
- * record is also the intended input of the future compiling tier, so it carries everything
+ * record is also the input of the compiling tier (jit.ts), so it carries everything
  * the instruction needs and nothing that depends on run-time state.
  */
 

@@ -79,10 +79,10 @@ function seg(selector: number, attributes: number, limit = 0xffffffff): VpState[
 }
 
 /** Build a long-mode machine with `source` at CODE_BASE; `idt` maps vectors to handler symbols (IST in high bits of the key: vector | ist << 8). */
-export async function longModeVm(source: string, opts: { idt?: Map<number, string>; cpuid?: { function: number; index: number; eax: number; ebx: number; ecx: number; edx: number }[] } = {}): Promise<TestVm> {
+export async function longModeVm(source: string, opts: { idt?: Map<number, string>; vpCount?: number; cpuid?: { function: number; index: number; eax: number; ebx: number; ecx: number; edx: number }[] } = {}): Promise<TestVm> {
   const backend = createEmuBackend();
   const partition = await backend.createPartition({
-    vpCount: 1,
+    vpCount: opts.vpCount ?? 1,
     cpuid: opts.cpuid ?? [...backend.supportedCpuid()],
     interceptMsrs: [HV_INTERCEPT],
     hypercallPort: 0x9e,
@@ -179,6 +179,7 @@ export function runNative(source: string): Uint8Array {
     writeFileSync(s, `.intel_syntax noprefix\n.code64\n.text\n.globl _start\n_start:\n${source}\n`);
     execFileSync('as', ['--64', '-o', o, s]);
     execFileSync('ld', ['-m', 'elf_x86_64', '-static', '--no-warn-rwx-segments', '-o', exe, o]);
+    // Debug aid: EMU_KEEP_NATIVE=/path keeps the generated source for a failing differential run.
     if (process.env['EMU_KEEP_NATIVE'] !== undefined) writeFileSync(process.env['EMU_KEEP_NATIVE'], source);
     return new Uint8Array(execFileSync(exe, [], { maxBuffer: 64 << 20 }));
   } finally {
