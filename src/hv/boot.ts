@@ -17,6 +17,7 @@ import { TshvError } from '../base/errors.js';
 import type { Backend, BackendKind } from './backends/backend.js';
 import { probeKvm, type KvmProbe } from './backends/kvm/probe.js';
 import { createKvmBackend } from './backends/kvm/index.js';
+import { createEmuBackend } from './backends/emu/index.js';
 
 export interface HostCpu {
   vendor: string;             // e.g. GenuineIntel, AuthenticAMD, or 'unknown'
@@ -106,6 +107,6 @@ export function createBackend(kind?: BackendKind): Backend {
       return createKvmBackend();
     }
     case 'emu':
-      throw new TshvError('ENOTSUP', 'the emu backend (the emulated x86-64 processor) is not available in this build yet; use --backend kvm where /dev/kvm works');
+      return createEmuBackend();
   }
 }

@@ -18,8 +18,15 @@ test('parseManifest_minimalGuest_fillsDefaults', () => {
   const [g] = parseManifest(manifestOf(minimal));
   assert.deepEqual(g, {
     name: 'g', description: '', mode: 'long64', sources: ['g.c'], loadGpa: 0x100000, memoryBytes: 16 * 1024 * 1024,
-    rom: null, msrScratch: false, exit: { kind: 'poweroff' }, timeoutMs: 30000,
+    rom: null, msrScratch: false, requires: [], exit: { kind: 'poweroff' }, timeoutMs: 30000,
   });
+});
+
+test('parseManifest_requires_knownFeaturesOnly', () => {
+  const [g] = parseManifest(manifestOf({ ...minimal, requires: ['sse2', 'fxsr'] }));
+  assert.deepEqual(g?.requires, ['sse2', 'fxsr']);
+  assert.throws(() => parseManifest(manifestOf({ ...minimal, requires: ['avx512'] })), /requires\[0\]/);
+  assert.throws(() => parseManifest(manifestOf({ ...minimal, requires: 'sse' })), /requires/);
 });
 
 test('parseManifest_testExitCodeAndRom_parsed', () => {

@@ -32,6 +32,15 @@ export type ExpectedExit =
   | { kind: 'shutdown' }
   | { kind: 'halted' };
 
+/** CPUID leaf 1 feature bits a guest may require: [register, bit]. */
+export const CPU_FEATURES = {
+  fpu: ['edx', 0], fxsr: ['edx', 24], sse: ['edx', 25], sse2: ['edx', 26],
+} as const;
+export type CpuFeature = keyof typeof CPU_FEATURES;
+export function isCpuFeature(s: string): s is CpuFeature {
+  return Object.prototype.hasOwnProperty.call(CPU_FEATURES, s);
+}
+
 export interface GuestSpec {
   name: string;
   description: string;
@@ -44,6 +53,8 @@ export interface GuestSpec {
   rom: { gpa: number; size: number } | null;
   /** The harness implements the scratch MSR 0x400000F0 (and #GP for 0x400000F1-0x400000FF). */
   msrScratch: boolean;
+  /** CPU features the guest needs (CPUID names); a backend that does not advertise one skips it. */
+  requires: CpuFeature[];
   exit: ExpectedExit;
   timeoutMs: number;
 }
@@ -120,6 +131,12 @@ export function parseManifest(text: string): GuestSpec[] {
     }
     const msrScratch = g['msrScratch'] ?? false;
     if (typeof msrScratch !== 'boolean') fail(`${at}.msrScratch`, 'expected a boolean');
+    const requiresRaw = g['requires'] ?? [];
+    if (!Array.isArray(requiresRaw) || requiresRaw.length > 8) fail(`${at}.requires`, 'expected an array of at most 8 feature names');
+    const requires = (requiresRaw as unknown[]).map((f, j) => {
+      if (typeof f !== 'string' || !isCpuFeature(f)) fail(`${at}.requires[${j}]`, `expected one of ${Object.keys(CPU_FEATURES).join(', ')}`);
+      return f;
+    });
     const memoryMiB = num(`${at}.memoryMiB`, g['memoryMiB'], 1024);
     if (memoryMiB < 2) fail(`${at}.memoryMiB`, 'at least 2 MiB');
     out.push({
@@ -131,6 +148,7 @@ export function parseManifest(text: string): GuestSpec[] {
       memoryBytes: memoryMiB * 1024 * 1024,
       rom: romSpec,
       msrScratch,
+      requires,
       exit: parseExit(`${at}.exit`, g['exit']),
       timeoutMs: num(`${at}.timeoutMs`, g['timeoutMs'] ?? 30000, 600000),
     });

@@ -11,11 +11,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isBackendKind, type BackendKind } from '../../src/winhv/winhv.js';
-import { buildGuests, fillTranscript, loadManifest, readExpectedTranscript, type BuiltGuest } from './build.js';
+import { buildGuests, CPU_FEATURES, fillTranscript, loadManifest, readExpectedTranscript, type BuiltGuest, type CpuFeature } from './build.js';
+import type { Backend } from '../../src/winhv/winhv.js';
 import { backendFor, comparableExit, cpuVendorOf, runGuest } from './harness.js';
 
 /** The backends the suite runs on. The emu backend joins with one line: 'emu'. */
-const DEFAULT_BACKENDS: readonly BackendKind[] = ['kvm'];
+const DEFAULT_BACKENDS: readonly BackendKind[] = ['kvm', 'emu'];
 
 /** TSHV_GUEST_BACKENDS=kvm,emu overrides the list (an unknown name fails the suite). */
 function backends(): readonly BackendKind[] {
@@ -29,6 +30,15 @@ function backends(): readonly BackendKind[] {
 }
 
 const manifest = loadManifest();
+
+/** The required features this backend's processor does not advertise (CPUID leaf 1). */
+function missingFeatures(backend: Backend, required: readonly CpuFeature[]): CpuFeature[] {
+  const leaf1 = backend.supportedCpuid().find((e) => e.function === 1 && e.index === 0);
+  return required.filter((f) => {
+    const [reg, bit] = CPU_FEATURES[f];
+    return leaf1 === undefined || ((leaf1[reg] >>> bit) & 1) === 0;
+  });
+}
 
 let built: Map<string, BuiltGuest> | undefined;
 function guest(name: string): BuiltGuest {
@@ -45,6 +55,11 @@ for (const kind of backends()) {
       test(`${spec.name} on ${kind}`, { timeout: spec.timeoutMs + 30000 }, async (t) => {
         if (!avail.ok) {
           t.skip(avail.reason);
+          return;
+        }
+        const missing = missingFeatures(avail.backend, spec.requires);
+        if (missing.length > 0) {
+          t.skip(`the ${kind} processor does not offer ${missing.join(', ')}, which ${spec.name} needs`);
           return;
         }
         const g = guest(spec.name);
