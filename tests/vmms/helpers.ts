@@ -20,10 +20,15 @@ export const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.me
 export const COUNT_FOREVER = 0xffffffff;
 export const MIB = 1024 * 1024;
 
+/** Why tests on this backend must be skipped on this host, or undefined. */
+export function backendSkipReason(kind: 'kvm' | 'emu'): string | undefined {
+  const b = backendFor(kind);
+  return b.ok ? undefined : b.reason;
+}
+
 /** Why the kvm-backed tests must be skipped on this host, or undefined. */
 export function kvmSkipReason(): string | undefined {
-  const b = backendFor('kvm');
-  return b.ok ? undefined : b.reason;
+  return backendSkipReason('kvm');
 }
 
 let counter: BuiltGuest | undefined;
@@ -152,10 +157,10 @@ export class TestHome {
     }
   }
 
-  newCounterBody(name: string, opts: { scratch?: number; memoryBytes?: number } = {}): Record<string, unknown> {
+  newCounterBody(name: string, opts: { scratch?: number; memoryBytes?: number; backend?: 'kvm' | 'emu' } = {}): Record<string, unknown> {
     const g = counterGuest();
     return {
-      name, memoryBytes: opts.memoryBytes ?? 16 * MIB, cpus: 1, backend: 'kvm',
+      name, memoryBytes: opts.memoryBytes ?? 16 * MIB, cpus: 1, backend: opts.backend ?? 'kvm',
       boot: { kind: 'flat', file: g.binPath, mode: 'long64', loadGpa: g.spec.loadGpa, entryGpa: g.entryGpa, scratch: opts.scratch ?? COUNT_FOREVER },
     };
   }

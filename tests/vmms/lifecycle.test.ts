@@ -10,17 +10,18 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import type { VmInfo, VmList } from '../../src/defs/api.js';
-import { TestHome, alive, checkConsecutive, counterGuest, kvmSkipReason, parseCounts, sleep } from './helpers.js';
+import { TestHome, alive, backendSkipReason, checkConsecutive, counterGuest, kvmSkipReason, parseCounts, sleep } from './helpers.js';
 
 const skip = kvmSkipReason();
 
-describe('VM lifecycle over the API', { skip, timeout: 60000 }, () => {
-  const h = new TestHome('life-api');
+for (const backend of ['kvm', 'emu'] as const) {
+describe(`VM lifecycle over the API on ${backend}`, { skip: backendSkipReason(backend), timeout: 60000 }, () => {
+  const h = new TestHome(`life-api-${backend}`);
   before(async () => { counterGuest(); await h.startService(); });
   after(() => h.cleanup());
 
   test('new_start_pause_resume_save_restore_stop_remove', async () => {
-    const created = await h.api('POST', '/v1/vms', h.newCounterBody('life'));
+    const created = await h.api('POST', '/v1/vms', h.newCounterBody('life', { backend }));
     assert.equal(created.status, 201, created.text);
     const id = (created.body as VmInfo).id;
     assert.equal((await h.list()).map((v) => `${v.name}:${v.state}`).join(), 'life:Off');
@@ -76,7 +77,7 @@ describe('VM lifecycle over the API', { skip, timeout: 60000 }, () => {
   });
 
   test('gracefulStop_withoutShutdownService_turnsOffAfterTheTimeout', async () => {
-    await h.ok('POST', '/v1/vms', h.newCounterBody('graceful'));
+    await h.ok('POST', '/v1/vms', h.newCounterBody('graceful', { backend }));
     await h.ok('POST', '/v1/vms/graceful/start', {});
     const t0 = performance.now();
     const v = await h.ok<VmInfo>('POST', '/v1/vms/graceful/stop', { timeoutMs: 300 });
@@ -87,7 +88,7 @@ describe('VM lifecycle over the API', { skip, timeout: 60000 }, () => {
   });
 
   test('guestThatExits_goesOffByItself_andItsWorkerExits', async () => {
-    await h.ok('POST', '/v1/vms', h.newCounterBody('finite', { scratch: 0 }));   // 16 lines, then test exit 0x66
+    await h.ok('POST', '/v1/vms', h.newCounterBody('finite', { scratch: 0, backend }));   // 16 lines, then test exit 0x66
     const v = await h.ok<VmInfo>('POST', '/v1/vms/finite/start', {});
     const off = await h.waitForState('finite', 'Off');
     assert.match(off.status, /exited with code 0x66/);
@@ -99,6 +100,7 @@ describe('VM lifecycle over the API', { skip, timeout: 60000 }, () => {
     assert.equal(parseCounts(await h.transcript('finite')).length, 16);
   });
 });
+}
 
 describe('serial console', { skip, timeout: 60000 }, () => {
   const h = new TestHome('console');

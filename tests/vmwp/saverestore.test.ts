@@ -1,5 +1,5 @@
 /**
- * Pause, save and restore of a running guest on the kvm backend (the heavy tier).
+ * Pause, save and restore of a running guest on every backend (the heavy tier).
  *
  * The guest is tests/guests/src/long64-counter.c with the test device's scratch register set to
  * 0xFFFFFFFF, so it prints "count=N" lines forever and checks before every line that its count
@@ -29,7 +29,8 @@ const COUNT_FOREVER = 0xffffffff;
 const TESTDEV_SCRATCH_PORT = 0xf0;
 const HEADER_LINE = 'long64-counter: counting\n';
 
-const avail = backendFor('kvm');
+/** Every backend the suite runs on; one this host cannot run is reported skipped with the reason. */
+const BACKENDS = ['kvm', 'emu'] as const;
 let guest: BuiltGuest | undefined;
 let dir = '';
 
@@ -123,14 +124,16 @@ function sha(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-function skipUnlessKvm(t: TestContext): Backend | undefined {
+function backendOrSkip(t: TestContext, avail: ReturnType<typeof backendFor>): Backend | undefined {
   if (!avail.ok) { t.skip(avail.reason); return undefined; }
   return avail.backend;
 }
 
-describe('save and restore on kvm', () => {
+for (const kind of BACKENDS) {
+const avail = backendFor(kind);
+describe(`save and restore on ${kind}`, () => {
   test('a counting guest continues after save, dispose and restore with no gap or repeat', { timeout: 120000 }, async (t) => {
-    const backend = skipUnlessKvm(t);
+    const backend = backendOrSkip(t, avail);
     if (backend === undefined) return;
     const transcript: number[] = [];
     let vmOut = serial();
@@ -173,7 +176,7 @@ describe('save and restore on kvm', () => {
   });
 
   test('pause and resume without save continue the count with no gap', { timeout: 120000 }, async (t) => {
-    const backend = skipUnlessKvm(t);
+    const backend = backendOrSkip(t, avail);
     if (backend === undefined) return;
     const out = serial();
     const vm = await createVm(backend, 16, out);
@@ -188,7 +191,7 @@ describe('save and restore on kvm', () => {
   });
 
   test('a truncated or bit-flipped file is refused and leaves the VM and the file untouched', { timeout: 120000 }, async (t) => {
-    const backend = skipUnlessKvm(t);
+    const backend = backendOrSkip(t, avail);
     if (backend === undefined) return;
     const out = serial();
     const vm = await createVm(backend, 16, out);
@@ -266,7 +269,7 @@ describe('save and restore on kvm', () => {
   });
 
   test('256 MiB: save and restore times and file sizes', { timeout: 300000 }, async (t) => {
-    const backend = skipUnlessKvm(t);
+    const backend = backendOrSkip(t, avail);
     if (backend === undefined) return;
     for (const fill of ['counter only', 'all RAM random'] as const) {
       const out = serial();
@@ -302,3 +305,4 @@ describe('save and restore on kvm', () => {
     }
   });
 });
+}

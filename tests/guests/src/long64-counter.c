@@ -2,7 +2,9 @@
  * long64-counter: the save/restore guest. Prints "count=N" lines with a busy-wait between
  * them, and carries the count in three more places than its general registers and RAM, each
  * checked before every line, so that a restore which loses any of them shows up as a FAIL line:
- *   - XMM5 (SSE state: the XSAVE area), which the compiler never touches (-mgeneral-regs-only);
+ *   - XMM5 (SSE state: the XSAVE area), which the compiler never touches (-mgeneral-regs-only),
+ *     on processors whose CPUID offers FXSR, SSE and SSE2 (the emu backend does not yet: there
+ *     the XMM5 check is left out and the transcript is the same);
  *   - IA32_KERNEL_GS_BASE (an MSR that is part of the VP state);
  *   - the LAPIC TPR (the local APIC page), as (N & 0xF) << 4.
  * How many lines: the test device's 32-bit scratch register, read once at start. 0 (its reset
@@ -49,8 +51,17 @@ static u64 xmm5_get(void) {
   return buf[1] == ~buf[0] ? buf[0] : 0xbad0bad0bad0bad0ull;
 }
 
+static int have_sse;
+
+/* CPUID.1:EDX bits 24 (FXSR), 25 (SSE), 26 (SSE2). */
+static int cpu_has_sse2(void) {
+  u32 a = 1, b, c = 0, d;
+  __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+  return (d & (7u << 24)) == (7u << 24);
+}
+
 static void mirror(u32 n) {
-  xmm5_set(n);
+  if (have_sse) xmm5_set(n);
   wrmsr(MSR_KERNEL_GS_BASE, n);
   lapic_write(LAPIC_TPR, (n & 0xf) << 4);
 }
@@ -59,11 +70,12 @@ int main(void) {
   uart_init();
   u32 limit = inl(TESTDEV_SCRATCH);
   if (limit == 0) limit = DEFAULT_LINES;
-  sse_enable();
+  have_sse = cpu_has_sse2();
+  if (have_sse) sse_enable();
   puts("long64-counter: counting\n");
   mirror(0);
   for (u32 n = 0; limit == COUNT_FOREVER || n < limit; n++) {
-    u64 x = xmm5_get(), m = rdmsr(MSR_KERNEL_GS_BASE);
+    u64 x = have_sse ? xmm5_get() : n, m = rdmsr(MSR_KERNEL_GS_BASE);
     u32 tpr = lapic_read(LAPIC_TPR) & 0xff;
     if (x != n || m != n || tpr != ((n & 0xf) << 4)) {
       failures++;
