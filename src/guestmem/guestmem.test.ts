@@ -74,3 +74,17 @@ test('property_anyAccess_eitherSucceedsInsideOneRegionOrThrowsGuestMemoryError',
     }
   }));
 });
+
+test('alignTo_movesContentsOnlyOnceExposed', () => {
+  const fresh = new MemoryBlock(PAGE_SIZE, 'fresh');
+  fresh.alignTo(16);
+  assert.equal(fresh.bytes.byteOffset, 16);
+  const used = new MemoryBlock(PAGE_SIZE, 'used');
+  used.bytes[0] = 0xaa;
+  used.bytes[PAGE_SIZE - 1] = 0xbb;
+  used.alignTo(100);
+  assert.equal(used.bytes.byteOffset, 100);
+  assert.equal(used.bytes[0], 0xaa);
+  assert.equal(used.bytes[PAGE_SIZE - 1], 0xbb);
+  assert.throws(() => used.alignTo(PAGE_SIZE));
+});

@@ -45,6 +45,8 @@ export class GuestMemoryError extends TshvError {
 export class MemoryBlock {
   readonly buffer: SharedArrayBuffer;
   #bytes: Uint8Array;
+  /** Whether `bytes` was ever handed out (so the block may hold data). */
+  #exposed = false;
 
   constructor(readonly size: number, readonly name: string) {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
@@ -55,14 +57,23 @@ export class MemoryBlock {
   }
 
   /** The block's bytes: what the guest sees at the region's first GPA. */
-  get bytes(): Uint8Array { return this.#bytes; }
+  get bytes(): Uint8Array {
+    this.#exposed = true;
+    return this.#bytes;
+  }
 
   /**
    * Re-base the view so that it starts `offset` bytes into the buffer (0 <= offset < page).
-   * Only a backend calls this, once, before any byte is written.
+   * Only a backend calls this, when it maps the block. If the view was handed out before,
+   * the contents move with it; otherwise nothing is copied.
+   * DEVNOTE: a fresh block is never copied, so a 256 MiB guest's RAM is not touched (and not
+   * made resident) when it is mapped.
    */
   alignTo(offset: number): void {
     if (!Number.isInteger(offset) || offset < 0 || offset >= PAGE_SIZE) throw new TshvError('EINVAL', `bad alignment offset ${offset}`);
+    const cur = this.#bytes.byteOffset;
+    if (offset === cur) return;
+    if (this.#exposed) new Uint8Array(this.buffer).copyWithin(offset, cur, cur + this.size);
     this.#bytes = new Uint8Array(this.buffer, offset, this.size);
   }
 }
