@@ -6,13 +6,13 @@ import { VM_EVENTS, VM_STATES, hasWorker, transition, type Target, type VmEvent,
 // Anything not listed here must be refused.
 const ALLOWED: readonly [VmState, VmEvent, Target][] = [
   ['Off', 'start', 'Starting'], ['Off', 'remove', 'Removed'],
-  ['Starting', 'started', 'Running'], ['Starting', 'startFailed', 'Off'], ['Starting', 'turnOff', 'Stopping'], ['Starting', 'crashed', 'Crashed'],
+  ['Starting', 'started', 'Running'], ['Starting', 'startFailed', 'Off'], ['Starting', 'turnOff', 'Stopping'], ['Starting', 'guestOff', 'Off'], ['Starting', 'crashed', 'Crashed'],
   ['Running', 'pause', 'Paused'], ['Running', 'save', 'Saving'], ['Running', 'stop', 'Stopping'], ['Running', 'turnOff', 'Stopping'],
   ['Running', 'guestOff', 'Off'], ['Running', 'crashed', 'Crashed'],
   ['Paused', 'resume', 'Running'], ['Paused', 'save', 'Saving'], ['Paused', 'stop', 'Stopping'], ['Paused', 'turnOff', 'Stopping'], ['Paused', 'crashed', 'Crashed'],
   ['Saving', 'saved', 'Saved'], ['Saving', 'saveFailed', 'Paused'], ['Saving', 'crashed', 'Crashed'],
   ['Saved', 'start', 'Restoring'], ['Saved', 'turnOff', 'Stopping'], ['Saved', 'remove', 'Removed'], ['Saved', 'crashed', 'Crashed'],
-  ['Restoring', 'restored', 'Running'], ['Restoring', 'restoreFailed', 'Saved'], ['Restoring', 'crashed', 'Crashed'],
+  ['Restoring', 'restored', 'Running'], ['Restoring', 'restoreFailed', 'Saved'], ['Restoring', 'guestOff', 'Off'], ['Restoring', 'crashed', 'Crashed'],
   ['Stopping', 'stopped', 'Off'], ['Stopping', 'guestOff', 'Off'], ['Stopping', 'turnOff', 'Stopping'], ['Stopping', 'crashed', 'Crashed'],
   ['Crashed', 'start', 'Starting'], ['Crashed', 'turnOff', 'Off'], ['Crashed', 'remove', 'Removed'],
 ];

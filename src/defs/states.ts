@@ -34,7 +34,9 @@ export type Target = VmState | 'Removed';
 /** Every allowed transition; anything not listed is refused. */
 const TABLE: Readonly<Record<VmState, Partial<Readonly<Record<VmEvent, Target>>>>> = {
   Off: { start: 'Starting', remove: 'Removed' },
-  Starting: { started: 'Running', startFailed: 'Off', turnOff: 'Stopping', crashed: 'Crashed' },
+  // A guest can power off before the worker's start reply reaches the service (a fast guest on
+  // emu does): its `guestOff` report then ends the start, and the late `started` is refused.
+  Starting: { started: 'Running', startFailed: 'Off', turnOff: 'Stopping', guestOff: 'Off', crashed: 'Crashed' },
   Running: {
     pause: 'Paused', save: 'Saving', stop: 'Stopping', turnOff: 'Stopping',
     guestOff: 'Off', crashed: 'Crashed',
@@ -48,7 +50,7 @@ const TABLE: Readonly<Record<VmState, Partial<Readonly<Record<VmEvent, Target>>>
   // `turnOff` of a saved VM discards the saved state (Hyper-V: "Delete Saved State").
   Saved: { start: 'Restoring', turnOff: 'Stopping', remove: 'Removed', crashed: 'Crashed' },
   // A refused save file leaves the VM Saved, with nothing changed.
-  Restoring: { restored: 'Running', restoreFailed: 'Saved', crashed: 'Crashed' },
+  Restoring: { restored: 'Running', restoreFailed: 'Saved', guestOff: 'Off', crashed: 'Crashed' },
   Stopping: { stopped: 'Off', guestOff: 'Off', turnOff: 'Stopping', crashed: 'Crashed' },
   Crashed: { start: 'Starting', turnOff: 'Off', remove: 'Removed' },
 };

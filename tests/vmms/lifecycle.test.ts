@@ -90,12 +90,15 @@ describe(`VM lifecycle over the API on ${backend}`, { skip: backendSkipReason(ba
   test('guestThatExits_goesOffByItself_andItsWorkerExits', async () => {
     await h.ok('POST', '/v1/vms', h.newCounterBody('finite', { scratch: 0, backend }));   // 16 lines, then test exit 0x66
     const v = await h.ok<VmInfo>('POST', '/v1/vms/finite/start', {});
+    // A fast guest (emu) can power off before the start reply: start then already answers Off.
+    assert.ok(v.state === 'Running' || v.state === 'Off', v.state);
     const off = await h.waitForState('finite', 'Off');
     assert.match(off.status, /exited with code 0x66/);
     assert.equal(off.workerPid, null);
-    assert.ok(v.workerPid !== null);
-    for (let i = 0; i < 100 && alive(v.workerPid); i++) await sleep(20);
-    assert.ok(!alive(v.workerPid));
+    if (v.workerPid !== null) {
+      for (let i = 0; i < 100 && alive(v.workerPid); i++) await sleep(20);
+      assert.ok(!alive(v.workerPid));
+    }
     assert.equal(checkConsecutive(parseCounts(await h.transcript('finite'))), undefined);
     assert.equal(parseCounts(await h.transcript('finite')).length, 16);
   });
