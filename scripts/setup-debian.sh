@@ -4,7 +4,7 @@
 # Runs apt-get only when something is missing. Needs root (or sudo) for that.
 set -euo pipefail
 need=()
-for tool in gcc:gcc ld:binutils objcopy:binutils as:binutils apt-get:apt dpkg-deb:dpkg xz:xz-utils qemu-system-x86_64:qemu-system-x86; do
+for tool in gcc:gcc ld:binutils objcopy:binutils as:binutils apt-get:apt dpkg-deb:dpkg xz:xz-utils qemu-system-x86_64:qemu-system-x86 iasl:acpica-tools; do
   cmd=${tool%%:*}; pkg=${tool#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
