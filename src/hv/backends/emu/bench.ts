@@ -2,7 +2,8 @@
  * Micro-benchmark of the emu interpreter: guest instructions per second on loops in long mode
  * with 4-level paging (node /tmp/emu-dist/src/hv/backends/emu/bench.js). The first loop is the
  * five-instruction loop of shared/reference/emu-speed-notes.md; the second mixes loads,
- * stores, calls and compares as kernel code does.
+ * stores, calls and compares as kernel code does; the third is the inner loop of glibc's SSE2
+ * string functions.
  */
 import { longModeVm } from './testing.js';
 
@@ -41,6 +42,21 @@ const LOOPS: Record<string, string> = {
     shr rax, 3
     pop rbp
     ret`,
+  'SSE2 scan loop (movdqa/pcmpeqb/pmovmskb/test/jz)': `
+    mov ecx, 4000000
+    pxor xmm0, xmm0
+    lea rdi, [rip + buf]
+    l: movdqa xmm1, [rdi]
+    pcmpeqb xmm1, xmm0
+    pmovmskb edx, xmm1
+    por xmm2, xmm1
+    test edx, edx
+    jnz out
+    dec rcx
+    jnz l
+    out: hlt
+    .balign 16
+    buf: .fill 16, 1, 0x61`,
 };
 
 async function main(): Promise<void> {

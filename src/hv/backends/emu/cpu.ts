@@ -7,7 +7,8 @@
  * (also legacy 2-level paging with PSE), descriptor loads, IVT/IDT delivery with IST, privilege
  * change, #DF and triple fault, the integer ISA listed in the issue, port I/O, MSRs, CPUID,
  * VMCALL/VMMCALL, SYSCALL/SYSRET, SWAPGS.
- * Not yet: x87/SSE/FXSAVE (decode to #UD and are not advertised), segment limit checks outside
+ * x87 (fpu.ts), SSE/SSE2 and FXSAVE/FXRSTOR (sse.ts).
+ * Not yet: MMX, SSE3 and later, XSAVE, segment limit checks outside
  * real mode, legacy-PAE paging, TSS I/O bitmap, debug registers' breakpoints, TF single-step,
  * task switches, SYSENTER, PUSHA/POPA, BCD adjust instructions, the accessed bit of segment
  * descriptors. The exception table for #DF treats every first fault other than #PF/contributory
@@ -30,6 +31,9 @@ import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
 import { compileBlock, DONE, JIT_THRESHOLD } from './jit.js';
 import type { ExitHandler } from '../backend.js';
+import { sseStep } from './sse.js';
+import { x87Step } from './fpu.js';
+import { Fpu, XmmFile } from './fpregs.js';
 
 // Instruction status codes.
 export const ST_NEXT = 0, ST_JUMP = 1, ST_EXC = 2, ST_EXIT = 3;
@@ -50,7 +54,7 @@ export const CR0_PE = 1, CR0_MP = 2, CR0_EM = 4, CR0_TS = 8, CR0_ET = 0x10, CR0_
   CR0_AM = 0x40000, CR0_NW = 0x20000000, CR0_CD = 0x40000000, CR0_PG = 0x80000000 | 0;
 export const CR4_TSD = 4, CR4_DE = 8, CR4_PSE = 0x10, CR4_PAE = 0x20, CR4_MCE = 0x40, CR4_PGE = 0x80, CR4_PCE = 0x100,
   CR4_OSFXSR = 0x200, CR4_OSXMMEXCPT = 0x400;
-const CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_MCE | CR4_PGE | CR4_PCE;
+const CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_MCE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT;
 export const EFER_SCE = 1, EFER_LME = 0x100, EFER_LMA = 0x400, EFER_NXE = 0x800;
 
 // MSRs handled inside the processor.
@@ -94,6 +98,12 @@ export interface CpuEnv {
 export class Cpu {
   // Registers: GPR n at [2n] (low) and [2n+1] (high).
   readonly R = new Int32Array(32);
+  /** XMM0-15 and MXCSR (sse.ts). */
+  readonly xmm = new XmmFile();
+  /** x87 stack and control/status/tag words (fpu.ts). */
+  readonly fpu = new Fpu();
+  /** Scratch for FXSAVE/FXRSTOR and 80-bit loads/stores. */
+  readonly fxImage = new DataView(new ArrayBuffer(512));
   rip = 0;
   eflags = 2;
   // Lazy flags.
@@ -151,6 +161,8 @@ export class Cpu {
   /** Architectural reset state (SDM 9.1.1), then the caller sets its own entry state. */
   reset(): void {
     this.R.fill(0);
+    this.xmm.reset();
+    this.fpu.reset();
     this.rip = 0xfff0;
     this.eflags = 2;
     this.fOp = FOP_NONE;
@@ -1196,6 +1208,9 @@ export class Cpu {
 
   // ---------------------------------------------------------------- the interpreter
 
+  /** One SSE instruction (sse.ts): what compiled blocks call for the forms they do not inline. */
+  sse(i: number): number { return sseStep(this, i); }
+
   /** Execute decoded record `i`. Returns ST_*. */
   step(i: number): number {
     const D = this.D, R = this.R;
@@ -1780,6 +1795,8 @@ export class Cpu {
         this.#setSp((2 << w) + D[i + F_IMM]!);
         return this.#jumpTo(off, offHi, w);
       }
+      case 97 /* OP_SSE */: return sseStep(this, i);
+      case 98 /* OP_X87 */: return x87Step(this, i);
       case 92 /* OP_CLTS */:
         if (this.cpl !== 0 && (this.cr0 & CR0_PE) !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
         this.cr0 &= ~CR0_TS;

@@ -23,7 +23,7 @@ import {
   OP_MOV_RM_SREG, OP_MOV_SREG_RM, OP_MOVSX, OP_MOVZX, OP_MUL_RM, OP_NEG_RM, OP_NOP, OP_NOT_RM, OP_OUT, OP_PAUSE,
   OP_POP_R, OP_POP_RM, OP_POP_SEG, OP_POPCNT, OP_POPF, OP_PUSH_I, OP_PUSH_R, OP_PUSH_RM, OP_PUSH_SEG, OP_PUSHF,
   OP_RDMSR, OP_RDTSC, OP_RDTSCP, OP_RET, OP_RETF, OP_SAHF, OP_SETCC, OP_SHIFT, OP_SHLD, OP_SHRD, OP_STRING,
-  OP_SWAPGS, OP_SYSCALL, OP_SYSRET, OP_TEST_RM_I, OP_TEST_RM_R, OP_UD, OP_UD_NOSSE, OP_VMCALL, OP_WRMSR, OP_XADD,
+  OP_SWAPGS, OP_SYSCALL, OP_SYSRET, OP_TEST_RM_I, OP_TEST_RM_R, OP_UD, OP_SSE, OP_X87, OP_VMCALL, OP_WRMSR, OP_XADD,
   OP_XCHG_AX, OP_XCHG_RM_R, OP_XLAT, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_NONE, SEG_SS, STR_CMPS, STR_INS,
   STR_LODS, STR_MOVS, STR_OUTS, STR_SCAS, STR_STOS,
 } from './ops.js';
@@ -92,6 +92,8 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
   const asz = mode === 2 ? (adsize ? 2 : 3) : (adsize ? 3 - mode : mode + 1);
   /** Operand size for instructions that default to 64 bits in long mode (push, pop, near branches). */
   const osz64 = (): number => (mode === 2 ? (opsize && !rexW ? 1 : 3) : osz);
+  /** Mandatory SSE prefix: 0 none, 1 66, 2 F3, 3 F2 (F2/F3 take precedence over 66). */
+  const sseP = (): number => (rep === FL_REP ? 2 : rep === FL_REPNE ? 3 : opsize ? 1 : 0);
 
   out.fill(0, at, at + 16);
   out[at + F_BASE] = -1;
@@ -252,7 +254,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
         case 0x9a:
           if (mode !== 2) { op = OP_CALLF; out[at + F_IMM] = osz === 1 ? imm16() & 0xffff : imm32(); out[at + F_IMM2] = imm16() & 0xffff; }
           break;
-        case 0x9b: op = OP_NOP; break; // FWAIT: no x87 exceptions to report
+        case 0x9b: op = OP_X87; sub = 0x800; break; // FWAIT
         case 0x9c: op = OP_PUSHF; osz = osz64(); break;
         case 0x9d: op = OP_POPF; osz = osz64(); break;
         case 0x9e: op = OP_SAHF; break;
@@ -297,7 +299,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
         case 0xd3: modrm(); op = OP_SHIFT; sub = regField; out[at + F_IMM2] = 1; break;
         case 0xd7: op = OP_XLAT; osz = 0; effSeg = mode === 2 ? (seg === SEG_FS || seg === SEG_GS ? seg : SEG_NONE) : (seg >= 0 ? seg : SEG_DS); break;
         case 0xd8: case 0xd9: case 0xda: case 0xdb: case 0xdc: case 0xdd: case 0xde: case 0xdf:
-          modrm(); op = OP_UD_NOSSE; break;
+          modrm(); op = OP_X87; sub = ((b0 - 0xd8) << 8) | (mod << 6) | (regField << 3) | rmField; break;
         case 0xe0: case 0xe1: case 0xe2: case 0xe3: op = OP_LOOP; sub = b0 & 3; osz = osz64(); out[at + F_IMM] = imm8(); break;
         case 0xe4: op = OP_IN; osz = 0; out[at + F_IMM] = byte(); break;
         case 0xe5: op = OP_IN; if (osz === 3) osz = 2; out[at + F_IMM] = byte(); break;
@@ -437,11 +439,20 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
         case 0xac: modrm(); setReg(); op = OP_SHRD; out[at + F_IMM2] = 2; out[at + F_IMM] = byte(); break;
         case 0xad: modrm(); setReg(); op = OP_SHRD; out[at + F_IMM2] = 1; break;
         case 0xae: {
-          modrm();
+          modrm(); setReg();
           // Fences (mod == 3) and CLFLUSH (/7 memory) are no-ops for a single in-order processor.
-          if (memFlag === 0 && regField >= 5) op = OP_NOP;
+          if (memFlag === 0 && regField >= 5 && rep === 0) op = OP_NOP;
           else if (memFlag !== 0 && regField === 7) op = OP_NOP;
-          else op = OP_UD_NOSSE; // FXSAVE/FXRSTOR/LDMXCSR/STMXCSR: with the SSE issue
+          else if (memFlag !== 0 && regField <= 3 && rep === 0) { op = OP_SSE; sub = 0xae; } // FXSAVE FXRSTOR LDMXCSR STMXCSR
+          else op = OP_UD;   // XSAVE family, FSGSBASE: not advertised
+          break;
+        }
+        case 0x77: op = OP_SSE; sub = 0x77 | (sseP() << 8); break;   // EMMS
+        case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: case 0x15: case 0x16: case 0x17:
+        case 0x28: case 0x29: case 0x2a: case 0x2b: case 0x2c: case 0x2d: case 0x2e: case 0x2f:
+        case 0xc2: case 0xc3: case 0xc4: case 0xc5: case 0xc6: {
+          modrm(); setReg(); op = OP_SSE; sub = b1 | (sseP() << 8);
+          if (b1 === 0xc2 || b1 === 0xc4 || b1 === 0xc5 || b1 === 0xc6) out[at + F_IMM] = byte();
           break;
         }
         case 0xaf: modrm(); setReg(); op = OP_IMUL_R_RM; break;
@@ -460,8 +471,11 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
         case 0xc1: modrm(); setReg(); op = OP_XADD; break;
         case 0xc7: modrm(); op = regField === 1 && memFlag !== 0 ? OP_CMPXCHG8B : OP_UD; if (!rexW) osz = 2; break;
         default:
-          if ((b1 >= 0x10 && b1 < 0x18) || (b1 >= 0x28 && b1 < 0x30) || (b1 >= 0x50 && b1 < 0x80) ||
-              (b1 >= 0xc2 && b1 < 0xc7) || b1 >= 0xd0) op = OP_UD_NOSSE;
+          if ((b1 >= 0x50 && b1 < 0x80) || b1 >= 0xd0) {
+            // SSE/SSE2 (sse.ts decides validity from the prefix); 70-73 take an imm8.
+            modrm(); setReg(); op = OP_SSE; sub = b1 | (sseP() << 8);
+            if (b1 >= 0x70 && b1 <= 0x73) out[at + F_IMM] = byte();
+          }
           break;
       }
     }

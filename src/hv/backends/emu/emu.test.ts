@@ -420,11 +420,12 @@ describe('emu: decoder robustness', () => {
     assert.equal(out[F_OP], OP_UD);
   });
 
-  it('supportedCpuid advertises no x87/SSE (not implemented yet) but long mode and NX', () => {
+  it('supportedCpuid advertises FPU, FXSR, SSE, SSE2 (implemented) but not MMX/SSE3/XSAVE; long mode and NX', () => {
     const c = createEmuBackend().supportedCpuid();
     const l1 = c.find((e) => e.function === 1)!;
-    assert.equal(l1.edx & 1, 0);
-    assert.equal(l1.edx & (1 << 25), 0);
+    for (const bit of [0, 24, 25, 26]) assert.notEqual(l1.edx & (1 << bit), 0, `EDX bit ${bit}`);
+    assert.equal(l1.edx & (1 << 23), 0, 'MMX');
+    assert.equal(l1.ecx & ((1 << 0) | (1 << 9) | (1 << 26) | (1 << 27)), 0, 'SSE3/SSSE3/XSAVE/OSXSAVE');
     const e1 = c.find((e) => e.function === 0x80000001)!;
     assert.notEqual(e1.edx & (1 << 29), 0);
     assert.notEqual(e1.edx & (1 << 20), 0);

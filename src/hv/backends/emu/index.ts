@@ -25,6 +25,7 @@ import {
   RUN_SHUTDOWN, RUN_SLICE, RUN_STOPPED, type CpuEnv,
 } from './cpu.js';
 import { Lapic } from './lapic.js';
+import { fxrstorImage, fxsaveImage } from './sse.js';
 import { CodeCache, PhysMem } from './memory.js';
 import { SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_SS, SEG_TR } from './ops.js';
 
@@ -47,17 +48,17 @@ function regs3(s: string): [number, number, number] {
 }
 
 /**
- * Exactly what the processor implements (ADR 0007). No x87/MMX/SSE/FXSR yet; they arrive with
- * their own issue and only then get advertised.
+ * Exactly what the processor implements (ADR 0007): x87 (FPU), FXSR, SSE, SSE2; not MMX,
+ * SSE3 or later, nor XSAVE.
  */
 export function emuSupportedCpuid(): CpuidEntry[] {
   const [vb, vd, vc] = regs3(EMU_VENDOR);
   const out: CpuidEntry[] = [];
   out.push({ function: 0, index: 0, eax: 1, ebx: vb, ecx: vc, edx: vd });
   // Leaf 1: family 6 model 0 stepping 0; EBX: CLFLUSH line 8 (x8 = 64 bytes), 1 logical CPU.
-  const edx1 = (1 << 3) /* PSE */ | (1 << 4) /* TSC */ | (1 << 5) /* MSR */ | (1 << 6) /* PAE */ |
+  const edx1 = (1 << 0) /* FPU */ | (1 << 3) /* PSE */ | (1 << 4) /* TSC */ | (1 << 5) /* MSR */ | (1 << 6) /* PAE */ |
     (1 << 8) /* CX8 */ | (1 << 9) /* APIC */ | (1 << 13) /* PGE */ | (1 << 15) /* CMOV */ | (1 << 16) /* PAT */ |
-    (1 << 19) /* CLFSH */;
+    (1 << 19) /* CLFSH */ | (1 << 24) /* FXSR */ | (1 << 25) /* SSE */ | (1 << 26) /* SSE2 */;
   const ecx1 = (1 << 13) /* CMPXCHG16B */ | (1 << 23) /* POPCNT */;
   out.push({ function: 1, index: 0, eax: 0x600, ebx: (1 << 16) | (8 << 8), ecx: ecx1, edx: edx1 >>> 0 });
   out.push({ function: 0x80000000, index: 0, eax: 0x80000008, ebx: 0, ecx: 0, edx: 0 });
@@ -219,8 +220,8 @@ export class EmuVp implements VirtualProcessor {
     const seg = (s: number): SegmentRegister => ({ selector: c.sSel[s]!, base: u64(c.sBase[s]!), limit: c.sLimit[s]! >>> 0, attributes: c.sAttr[s]! });
     const xsave = new Uint8Array(XSAVE_AREA_SIZE);
     const xdv = new DataView(xsave.buffer);
-    xdv.setUint16(0, 0x37f, true);     // FCW
-    xdv.setUint32(24, 0x1f80, true);   // MXCSR
+    fxsaveImage(c, xdv, true);          // legacy area: the FXSAVE64 layout
+    xdv.setUint32(512, 3, true);        // XSAVE header XSTATE_BV: x87 and SSE state present
     const msrs = new Map<number, bigint>([
       [MSR_STAR, pair(c.starLo, c.starHi)], [MSR_LSTAR, u64(c.lstar)], [MSR_CSTAR, u64(c.cstar)],
       [MSR_SFMASK, BigInt(c.sfmask >>> 0)], [MSR_KERNEL_GS_BASE, u64(c.kernelGsBase)], [MSR_PAT, pair(c.patLo, c.patHi)],
@@ -283,6 +284,10 @@ export class EmuVp implements VirtualProcessor {
     const sesp = m(MSR_SYSENTER_ESP); if (sesp !== undefined) c.sysenterEsp = toCanon(sesp);
     const seip = m(MSR_SYSENTER_EIP); if (seip !== undefined) c.sysenterEip = toCanon(seip);
     if (s.lapic.length >= LAPIC_STATE_SIZE) c.lapic.setState(s.lapic);
+    if (s.xsave.length >= 512) {
+      const img = new DataView(s.xsave.buffer, s.xsave.byteOffset, 512);
+      fxrstorImage(c, img);  // MXCSR reserved bits are dropped
+    }
     c.lapic.tpr = Number(BigInt.asUintN(4, sr.cr8)) << 4 | (c.lapic.tpr & 0xf);
     c.rip = (c.efer & EFER_LMA) !== 0 ? toCanon(s.regs.rip) : Number(BigInt.asUintN(32, s.regs.rip));
     c.fOp = 0;

@@ -3,8 +3,11 @@
  *
  * The common register/memory forms (MOV, ALU, TEST, INC/DEC, Jcc/JMP, PUSH/POP) are emitted
  * inline with their decoded fields as constants, calling the interpreter's small helpers
- * (memory access, lazy flags), which V8 inlines. Every other instruction calls `cpu.step(i)`,
- * so the compiled block has exactly the interpreter's semantics, instruction by instruction.
+ * (memory access, lazy flags), which V8 inlines; so are the hottest SSE2 forms (128-bit moves,
+ * PXOR/POR/PAND/PANDN/PCMPEQB/PCMPEQD/PADDD/PSUBD, PMOVMSKB), behind an inline check of
+ * CR0.EM/TS and CR4.OSFXSR. Other SSE instructions call `cpu.sse(i)`, and every other
+ * instruction `cpu.step(i)`, so the compiled block has exactly the interpreter's semantics,
+ * instruction by instruction.
  *
  * Return value of a compiled block (`BlockFn`):
  *   0 <= r < DONE : the block ended at instruction r with RIP already set (branch, fallback exit)
@@ -19,7 +22,7 @@ import {
   FL_ASZ_SHIFT, FL_MEM, FL_RIPREL, FL_SEG_MASK, FL_SEG_SHIFT, LOG_STRIDE, SEG_NONE,
   OP_ALU_R_RM, OP_ALU_RM_I, OP_ALU_RM_R, OP_DEC_RM, OP_INC_RM, OP_JCC, OP_JMP_REL, OP_MOV_R_I, OP_MOV_R_RM,
   OP_MOV_RM_R, OP_NOP, OP_POP_R, OP_PUSH_R, OP_TEST_RM_I, OP_TEST_RM_R, OP_MOVZX, OP_MOVSX, OP_SETCC, OP_CMOVCC,
-  OP_LEA, OP_CALL_REL, OP_RET, OP_MOV_RM_I,
+  OP_LEA, OP_CALL_REL, OP_RET, OP_MOV_RM_I, OP_SSE,
 } from './ops.js';
 
 /**
@@ -29,9 +32,13 @@ import {
 export interface JitCpu {
   excVec: number; excCode: number; brk: number; rip: number; ripBase: number; vhi: number; rhi: number;
   readonly sBase: Float64Array;
+  readonly xmm: { readonly x: Int32Array };
+  cr0: number; cr4: number;
   wrapIp(v: number): number;
   ea(i: number): number;
   step(i: number): number;
+  /** One SSE instruction (sse.ts), without the interpreter's dispatch. */
+  sse(i: number): number;
   rd8(lin: number): number; rd16(lin: number): number; rd32(lin: number): number; rd64(lin: number): number;
   wr8(lin: number, v: number): void; wr16(lin: number, v: number): void; wr32(lin: number, v: number): void;
   wr64(lin: number, lo: number, hi: number): void; wrN(lin: number, sz: number, lo: number, hi: number): void;
@@ -101,6 +108,54 @@ function pop64(exc: string): string {
   return `if (((R[9] << 16) >> 16) !== R[9]) { c.excVec = 12; c.excCode = 0; ${exc} }
     const v = c.rd64(R[9] * 4294967296 + (R[8] >>> 0)); if (c.excVec !== -1) ${exc} const vh = c.vhi;
     const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0;`;
+}
+
+/** Dword-lane bodies of the inlined SSE2 forms (66 0F xx): r = f(a, b) on each 32-bit lane. */
+const SSE_LANE: Record<number, string> = {
+  0xef: 'a ^ b', 0xeb: 'a | b', 0xdb: 'a & b', 0xdf: '~a & b', 0x76: 'a === b ? -1 : 0', 0xfe: '(a + b) | 0',
+  0xfa: '(a - b) | 0',
+  // PCMPEQB on four bytes at once: bytes of a ^ b that are zero become 0xFF.
+  0x74: 'Math.imul(~((((a ^ b) & 0x7f7f7f7f) + 0x7f7f7f7f) | (a ^ b) | 0x7f7f7f7f) >>> 7, 255)',
+};
+
+/**
+ * Inline code for the hottest SSE2 forms (glibc's string loops and the kernel's copies):
+ * MOVDQA/MOVDQU/MOVAPS/MOVUPS loads and stores, PXOR/POR/PAND/PANDN/PCMPEQB/PCMPEQD/PADDD/
+ * PSUBD and PMOVMSKB. Anything else, and every case where SSE is disabled (the interpreter
+ * raises the fault), goes to `c.sse(i)`. Semantics are sse.ts's, lane for lane.
+ */
+function sseCode(D: Int32Array, i: number, mode: number, exc: string, brkCheck: string, slow: string): string | null {
+  const sub = D[i + F_SUB]!, opb = sub & 0xff, pfx = sub >> 8;
+  const fl = D[i + F_FL]!, mem = (fl & FL_MEM) !== 0;
+  const d = D[i + F_REG]! * 4, r = D[i + F_RM]! * 4;
+  const guard = (body: string): string => `if ((c.cr0 & 12) !== 0 || (c.cr4 & 512) === 0) ${slow} else { const X = c.xmm.x; ${body} }`;
+  const load = (aligned: boolean): string => mem
+    ? `${eaCode(D, i, mode, exc)} ${aligned ? `if ((lin % 16) !== 0) { c.excVec = 13; c.excCode = 0; ${exc} }` : ''}
+       const s0 = c.rd64(lin), s1 = c.vhi; if (c.excVec !== -1) ${exc} const s2 = c.rd64(lin + 8), s3 = c.vhi; if (c.excVec !== -1) ${exc}`
+    : `const s0 = X[${r}], s1 = X[${r + 1}], s2 = X[${r + 2}], s3 = X[${r + 3}];`;
+  // Loads: MOVDQA (66 6F), MOVDQU (F3 6F), MOVAPS (28), MOVUPS (10).
+  if ((opb === 0x6f && (pfx === 1 || pfx === 2)) || ((opb === 0x28 || opb === 0x10) && pfx === 0)) {
+    return guard(`${load(opb === 0x28 || (opb === 0x6f && pfx === 1))} X[${d}] = s0; X[${d + 1}] = s1; X[${d + 2}] = s2; X[${d + 3}] = s3;`);
+  }
+  // Stores to memory: MOVDQA (66 7F), MOVDQU (F3 7F), MOVAPS (29), MOVUPS (11).
+  if (mem && ((opb === 0x7f && (pfx === 1 || pfx === 2)) || ((opb === 0x29 || opb === 0x11) && pfx === 0))) {
+    const aligned = opb === 0x29 || (opb === 0x7f && pfx === 1);
+    return guard(`${eaCode(D, i, mode, exc)} ${aligned ? `if ((lin % 16) !== 0) { c.excVec = 13; c.excCode = 0; ${exc} }` : ''}
+      if (!c.probeW(lin, 4)) ${exc} c.wr64(lin, X[${d}], X[${d + 1}]); if (c.excVec !== -1) ${exc}
+      c.wr64(lin + 8, X[${d + 2}], X[${d + 3}]); if (c.excVec !== -1) ${exc} ${brkCheck}`);
+  }
+  if (pfx !== 1) return null;
+  const lane = SSE_LANE[opb];
+  if (lane !== undefined) {
+    const body = [0, 1, 2, 3].map((k) => `{ const a = X[${d + k}], b = s${k}; X[${d + k}] = ${lane}; }`).join(' ');
+    return guard(`${load(true)} ${body}`);
+  }
+  if (opb === 0xd7 && !mem) {
+    // PMOVMSKB r32, xmm: the top bit of each byte.
+    const g = (k: number): string => `((X[${r + k}] >>> 7) & 1 | (X[${r + k}] >>> 14) & 2 | (X[${r + k}] >>> 21) & 4 | (X[${r + k}] >>> 28) & 8)`;
+    return guard(`R[${D[i + F_REG]! * 2}] = ${g(0)} | ${g(1)} << 4 | ${g(2)} << 8 | ${g(3)} << 12; R[${D[i + F_REG]! * 2 + 1}] = 0;`);
+  }
+  return null;
 }
 
 /** Compile block `b` of the cache; returns null when nothing in it benefits. */
@@ -229,6 +284,11 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
           const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0;
           c.rip = vh * 4294967296 + (v >>> 0); return ${k}; }`;
         break;
+      case OP_SSE: {
+        const slow = `{ const st = c.sse(${i}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
+        code = sseCode(D, i, mode, exc, brkCheck, slow) ?? slow;
+        break;
+      }
       default: break;
     }
     if (code === null) {

@@ -140,7 +140,8 @@ export const OP_CLTS = 92;
 export const OP_PAUSE = 93;
 export const OP_XCHG_AX = 94;    // reg = other register
 export const OP_LAR_LSL = 95;    // reserved
-export const OP_UD_NOSSE = 96;   // x87/SSE opcode while those are not implemented: #UD
+export const OP_SSE = 97;        // sse.ts: sub = 0F opcode byte | mandatory prefix << 8 (0 none, 1 66, 2 F3, 3 F2); imm = imm8
+export const OP_X87 = 98;        // fpu.ts: sub = (opcode - D8) << 8 | ModRM; FWAIT: sub = 0x800
 
 export const STR_MOVS = 0, STR_CMPS = 1, STR_STOS = 2, STR_LODS = 3, STR_SCAS = 4, STR_INS = 5, STR_OUTS = 6;
 
@@ -150,5 +151,5 @@ for (const op of [
   OP_UD, OP_JCC, OP_JMP_REL, OP_CALL_REL, OP_JMP_RM, OP_CALL_RM, OP_RET, OP_LOOP, OP_POPF, OP_FLAGOP,
   OP_INT, OP_IRET, OP_HLT, OP_WRMSR, OP_MOV_CR_R, OP_MOV_DR_R, OP_GRP7, OP_VMCALL, OP_SWAPGS, OP_SYSCALL,
   OP_SYSRET, OP_GRP6, OP_MOV_SREG_RM, OP_POP_SEG, OP_JMPF, OP_JMPF_RM, OP_CALLF_RM, OP_CALLF, OP_RETF,
-  OP_CLTS, OP_UD_NOSSE, OP_IN, OP_OUT, OP_STRING, OP_RDMSR, OP_CPUID, OP_PAUSE, OP_LAR_LSL,
+  OP_CLTS, OP_IN, OP_OUT, OP_STRING, OP_RDMSR, OP_CPUID, OP_PAUSE, OP_LAR_LSL,
 ]) ENDS_BLOCK[op] = 1;

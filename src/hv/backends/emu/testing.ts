@@ -133,7 +133,7 @@ export async function longModeVm(source: string, opts: { idt?: Map<number, strin
   st.sregs.idt = { base: 0x6000n, limit: 256 * 16 - 1 };
   st.sregs.cr0 = 0x80010033n;   // PG WP NE ET MP PE
   st.sregs.cr3 = 0x1000n;
-  st.sregs.cr4 = 0xa0n;         // PAE PGE
+  st.sregs.cr4 = 0x6a0n;        // PAE PGE OSFXSR OSXMMEXCPT
   st.sregs.efer = 0xd01n;       // SCE LME LMA NXE
   await vp.setState(st);
   return {
