@@ -9,7 +9,9 @@
  *
  * The local APIC (lapic.ts, with its timer) lives here, so signalMsi() works as with KVM's
  * in-kernel irqchip; MSIs with delivery mode NMI raise an NMI (blocked until IRET).
- * setIrqLine() is a counted no-op until the IOAPIC exists (FUTURE: IOAPIC issue).
+ * setIrqLine() drives a pin of the partition's I/O APIC (ioapic.ts, MMIO at 0xFEC00000), whose
+ * redirection entries deliver through the same path as MSIs; a level-triggered vector's EOI at
+ * a local APIC is broadcast back to the I/O APIC.
  * Application processors start waiting for INIT/STARTUP IPIs, as on hardware; setState()
  * makes a processor runnable at the state given.
  * Hypercalls: the guest executes VMCALL (or VMMCALL); `hypercallCode` is VMCALL.
@@ -18,6 +20,7 @@ import type { IDisposable } from '../../../base/disposable.js';
 import { TshvError } from '../../../base/errors.js';
 import { GuestMemory, type Gpa, type MemoryBlock } from '../../../guestmem/guestmem.js';
 import type { Backend, CpuidEntry, ExitHandler, Partition, PartitionConfig, VirtualProcessor, VpStopReason } from '../backend.js';
+import { IOAPIC_BASE, IOAPIC_SIZE, Ioapic } from './ioapic.js';
 import { LAPIC_STATE_SIZE, XSAVE_AREA_SIZE, type SegmentRegister, type VpState } from '../state.js';
 import {
   Cpu, CR0_PE, EFER_LMA, MSR_CSTAR, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS,
@@ -313,6 +316,7 @@ export class EmuPartition implements Partition {
   readonly vps: EmuVp[];
   readonly hypercallCode = new Uint8Array([0x0f, 0x01, 0xc1]);
   exits: ExitHandler = noExits;
+  readonly ioapic: Ioapic;
   // Statistics
   readonly stats = { irqLineCalls: 0, msis: 0, droppedMsis: 0 };
   readonly #cpuid = new Map<number, CpuidEntry>();
@@ -328,8 +332,14 @@ export class EmuPartition implements Partition {
     this.memory = new EmuGuestMemory();
     this.phys = new PhysMem(this.memory);
     this.cache = new CodeCache(this.phys);
+    this.ioapic = new Ioapic((dest, destMode, mode, vector, _level, trigger) => this.deliverMessage(dest, destMode, mode, vector, trigger));
+    this.setExitHandler(noExits);
     this.vps = [];
-    for (let i = 0; i < config.vpCount; i++) this.vps.push(new EmuVp(i, this));
+    for (let i = 0; i < config.vpCount; i++) {
+      const vp = new EmuVp(i, this);
+      vp.cpu.lapic.onLevelEoi = (v) => this.ioapic.eoi(v);
+      this.vps.push(vp);
+    }
     this.cache.onNewCodePage = (pa) => { for (const vp of this.vps) vp.cpu.dropWriteMappings(pa); };
     // A host-side write (device DMA during an exit) into decoded code also ends the block
     // that the exiting VP is executing, as a guest store would.
@@ -348,10 +358,39 @@ export class EmuPartition implements Partition {
     for (const vp of this.vps) vp.cpu.flushTlb();
   }
 
-  setExitHandler(handler: ExitHandler): void { this.exits = handler; }
+  /**
+   * The handler sees every exit except the I/O APIC's MMIO window, which the partition's own
+   * interrupt controller answers (as KVM's in-kernel irqchip does).
+   */
+  setExitHandler(h: ExitHandler): void {
+    const ioapic = this.ioapic;
+    this.exits = {
+      pioRead: (vp, port, size) => h.pioRead(vp, port, size),
+      pioWrite: (vp, port, size, value) => h.pioWrite(vp, port, size, value),
+      mmioRead: (vp, gpa, data) => {
+        if (gpa >= IOAPIC_BASE && gpa < IOAPIC_BASE + IOAPIC_SIZE) ioapic.mmioRead(gpa - IOAPIC_BASE, data);
+        else h.mmioRead(vp, gpa, data);
+      },
+      mmioWrite: (vp, gpa, data) => {
+        if (gpa >= IOAPIC_BASE && gpa < IOAPIC_BASE + IOAPIC_SIZE) ioapic.mmioWrite(gpa - IOAPIC_BASE, data);
+        else h.mmioWrite(vp, gpa, data);
+      },
+      msrRead: (vp, msr) => h.msrRead(vp, msr),
+      msrWrite: (vp, msr, value) => h.msrWrite(vp, msr, value),
+      hypercall: (vp, regs) => h.hypercall(vp, regs),
+    };
+  }
 
-  /** DEVNOTE: a counted no-op until the IOAPIC exists; MSIs are the interrupt path meanwhile. */
-  setIrqLine(_gsi: number, _level: boolean): void { this.stats.irqLineCalls++; }
+  setIrqLine(gsi: number, level: boolean): void {
+    this.stats.irqLineCalls++;
+    this.ioapic.setIrq(gsi, level);
+  }
+
+  /** An interrupt message from the I/O APIC: the MSI path without decoding an address. */
+  deliverMessage(dest: number, destMode: number, mode: number, vector: number, trigger: number): void {
+    this.stats.msis++;
+    this.#deliver(dest, destMode, mode, vector, trigger === 1, -1, 0);
+  }
 
   signalMsi(address: bigint, data: number): void {
     const addr = Number(BigInt.asUintN(32, address));

@@ -390,3 +390,44 @@ describe('emu IOAPIC property', () => {
     }), { numRuns: 300 });
   });
 });
+
+describe('I/O APIC wired into the emu partition', () => {
+  it('partition_setIrqLine_levelInterrupt_reachesLapic_andRefiresAfterEoi', async () => {
+    const { createEmuBackend } = await import('./index.js');
+    const backend = createEmuBackend();
+    const p = await backend.createPartition({ vpCount: 1, cpuid: backend.supportedCpuid(), interceptMsrs: [], hypercallPort: 0x9e });
+    try {
+      const lapic = (p as unknown as { vps: { cpu: { lapic: Lapic } }[] }).vps[0]!.cpu.lapic;
+      lapic.write(LAPIC_SVR, 0x1ff);                     // software-enable the LAPIC
+      const mmioWrite32 = (off: number, v: number) => {
+        const d = new Uint8Array(4);
+        new DataView(d.buffer).setUint32(0, v >>> 0, true);
+        p.setExitHandler({
+          pioRead: () => 0, pioWrite: () => undefined,
+          mmioRead: () => assert.fail('the I/O APIC window must not reach the parent'),
+          mmioWrite: () => assert.fail('the I/O APIC window must not reach the parent'),
+          msrRead: () => null, msrWrite: () => false, hypercall: () => 0n,
+        });
+        // The guest's path: the CPU hands non-RAM accesses to the partition's exit handler.
+        (p as unknown as { exits: { mmioWrite(vp: number, gpa: number, d: Uint8Array): void } }).exits.mmioWrite(0, 0xfec00000 + off, d);
+      };
+      mmioWrite32(0x00, 0x10 + 2 * 4);                   // IOREGSEL = redirection entry 4, low
+      mmioWrite32(0x10, 0x41 | (1 << 15));               // vector 0x41, level, unmasked, dest 0
+      p.setIrqLine(4, true);
+      const irr = (v: number) => (lapic.read(LAPIC_IRR + ((v >> 5) << 4)) >>> (v & 31)) & 1;
+      assert.equal(irr(0x41), 1, 'delivered to the LAPIC IRR');
+      assert.equal((lapic.read(LAPIC_TMR + ((0x41 >> 5) << 4)) >>> (0x41 & 31)) & 1, 1, 'level-triggered');
+      // The processor takes it and EOIs while the line is still asserted: it fires again.
+      lapic.acknowledge();
+      assert.equal(irr(0x41), 0);
+      lapic.write(LAPIC_EOI, 0);
+      assert.equal(irr(0x41), 1, 'level line still asserted -> re-delivered after EOI');
+      lapic.acknowledge();
+      p.setIrqLine(4, false);
+      lapic.write(LAPIC_EOI, 0);
+      assert.equal(irr(0x41), 0, 'deasserted line is not re-delivered');
+    } finally {
+      p.dispose();
+    }
+  });
+});

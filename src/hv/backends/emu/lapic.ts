@@ -131,11 +131,19 @@ export class Lapic {
     return v;
   }
 
+  /** Called after the EOI of a level-triggered vector (the IOAPIC clears its Remote IRR). */
+  onLevelEoi: (vector: number) => void = () => undefined;
+
   #eoi(): void {
     const v = this.#highest(LAPIC_ISR);
-    if (v >= 0) this.#setBit(LAPIC_ISR, v, false);
+    let level = false;
+    if (v >= 0) {
+      level = (this.#get(LAPIC_TMR + ((v >> 5) << 4)) & (1 << (v & 31))) !== 0;
+      this.#setBit(LAPIC_ISR, v, false);
+    }
     this.stats.eois++;
     this.#update();
+    if (level) this.onLevelEoi(v);
   }
 
   /** A 32-bit MMIO read at `off` (0-0xFFF) of the APIC page. */
