@@ -6,7 +6,7 @@
  * SYSCALL/SYSRET). Implemented: real mode, 32-bit protected mode, long mode with 4-level paging
  * (also legacy 2-level paging with PSE), descriptor loads, IVT/IDT delivery with IST, privilege
  * change, #DF and triple fault, the integer ISA listed in the issue, port I/O, MSRs, CPUID,
- * VMCALL/VMMCALL, SYSCALL/SYSRET, SWAPGS.
+ * VMCALL/VMMCALL, SYSCALL/SYSRET, SWAPGS, VERR/VERW (Linux MDS buffer clears), LAR/LSL.
  * x87 (fpu.ts), SSE/SSE2 and FXSAVE/FXRSTOR (sse.ts).
  * Not yet: MMX, SSE3 and later, XSAVE, segment limit checks outside
  * real mode, legacy-PAE paging, TSS I/O bitmap, debug registers' breakpoints, TF single-step,
@@ -1695,6 +1695,7 @@ export class Cpu {
       }
       case 75 /* OP_GRP7 */: return this.#grp7(i);
       case 80 /* OP_GRP6 */: return this.#grp6(i);
+      case 95 /* OP_LAR_LSL */: return this.#larLsl(i);
       case 76 /* OP_VMCALL */: {
         if (this.cpl !== 0 || (this.cr0 & CR0_PE) === 0) { this.excVec = UD; return ST_EXC; }
         const big = (r: number): bigint => (BigInt(R[(r << 1) + 1]! >>> 0) << 32n) | BigInt(R[r << 1]! >>> 0);
@@ -2640,6 +2641,16 @@ export class Cpu {
       this.rip = this.#nextRip(i);
       return ST_JUMP;
     }
+    if (sub === 4 || sub === 5) { // VERR / VERW: any CPL; only ZF changes
+      const sel = this.rdRM(i, 1) & 0xffff;
+      if (this.excVec !== -1) return ST_EXC;
+      const ok = this.#verifySeg(sel, sub === 5);
+      if (this.excVec !== -1) return ST_EXC;
+      this.materialize();
+      this.eflags = ok ? this.eflags | ZF : this.eflags & ~ZF;
+      this.rip = this.#nextRip(i);
+      return ST_JUMP;
+    }
     if (this.cpl !== 0) { this.excVec = GP; this.excCode = 0; return ST_EXC; }
     const sel = this.rdRM(i, 1) & 0xffff;
     if (this.excVec !== -1) return ST_EXC;
@@ -2671,6 +2682,67 @@ export class Cpu {
       if (this.excVec !== -1) return ST_EXC;
       this.sAttr[SEG_TR] = this.sAttr[SEG_TR]! | 0x2;
     }
+    this.rip = this.#nextRip(i);
+    return ST_JUMP;
+  }
+
+  /**
+   * VERR/VERW (SDM "VERR, VERW"): is `sel` a code/data segment readable (writable) at the
+   * current CPL and the selector's RPL? A null selector or one beyond the GDT/LDT limit is
+   * simply not accessible (no fault); a fault reading the descriptor is left in excVec.
+   * DEVNOTE: Linux's MDS mitigation (CLEAR_CPU_BUFFERS) executes `verw` on every return to
+   * user mode, so a #UD here kills the first transition to /init.
+   */
+  #verifySeg(sel: number, write: boolean): boolean {
+    if ((sel & 0xfffc) === 0) return false;
+    const ldt = (sel & 4) !== 0;
+    if (ldt && (this.sAttr[SEG_LDTR]! & 0x10000) !== 0) return false;
+    if ((sel | 7) > (ldt ? this.sLimit[SEG_LDTR]! : this.gdtLimit)) return false;
+    if (!this.#readDesc(sel)) return false;
+    const hi = this.t1;
+    if ((hi & 0x1000) === 0) return false;          // system segment or gate
+    const type = (hi >> 8) & 0xf, dpl = (hi >> 13) & 3;
+    const code = (type & 8) !== 0;
+    if (!(code && (type & 4) !== 0) && (dpl < this.cpl || dpl < (sel & 3))) return false;
+    return write ? !code && (type & 2) !== 0 : !code || (type & 2) !== 0;
+  }
+
+  /**
+   * LAR/LSL (SDM "LAR", "LSL"): ZF=1 and the access rights (limit) of `sel` in the destination
+   * when its descriptor is visible at the current CPL and the selector's RPL; else ZF=0 and the
+   * destination is unchanged. No fault for null or out-of-limit selectors.
+   */
+  #larLsl(i: number): number {
+    const D = this.D;
+    if ((this.cr0 & CR0_PE) === 0) { this.excVec = UD; return ST_EXC; }
+    const lsl = D[i + F_SUB] === 1, sz = D[i + F_FL]! & 3;
+    const sel = this.rdRM(i, 1) & 0xffff;
+    if (this.excVec !== -1) return ST_EXC;
+    let ok = false;
+    const ldt = (sel & 4) !== 0;
+    if ((sel & 0xfffc) !== 0 && !(ldt && (this.sAttr[SEG_LDTR]! & 0x10000) !== 0) &&
+        (sel | 7) <= (ldt ? this.sLimit[SEG_LDTR]! : this.gdtLimit)) {
+      if (!this.#readDesc(sel)) return ST_EXC;
+      const hi = this.t1, type = (hi >> 8) & 0xf, dpl = (hi >> 13) & 3;
+      const long = (this.efer & EFER_LMA) !== 0;
+      if ((hi & 0x1000) !== 0) ok = (type & 0xc) === 0xc || (dpl >= this.cpl && dpl >= (sel & 3));
+      else {
+        // System descriptors: LDT and TSS (both); call gates for LAR only; 16-bit forms outside long mode.
+        const okType = type === 2 || type === 9 || type === 0xb || (!lsl && type === 0xc) ||
+          (!long && (type === 1 || type === 3 || (!lsl && (type === 4 || type === 5))));
+        ok = okType && dpl >= this.cpl && dpl >= (sel & 3);
+      }
+      if (ok) {
+        let v: number;
+        if (lsl) {
+          v = (this.t0 & 0xffff) | (hi & 0xf0000);
+          if ((hi & 0x800000) !== 0) v = ((v << 12) | 0xfff) >>> 0;
+        } else v = (hi & (sz === 1 ? 0xff00 : 0xf0ff00)) >>> 0;
+        this.setR(D[i + F_REG]!, sz, v | 0, 0);
+      }
+    }
+    this.materialize();
+    this.eflags = ok ? this.eflags | ZF : this.eflags & ~ZF;
     this.rip = this.#nextRip(i);
     return ST_JUMP;
   }

@@ -17,7 +17,7 @@ import {
   FL_ASZ_SHIFT, FL_LOCK, FL_MEM, FL_REP, FL_REPNE, FL_REX, FL_RIPREL, FL_SEG_SHIFT,
   OP_ALU_R_RM, OP_ALU_RM_I, OP_ALU_RM_R, OP_BSF, OP_BSR, OP_BSWAP, OP_BT_RM_I, OP_BT_RM_R, OP_CALL_REL, OP_CALL_RM,
   OP_CALLF, OP_CALLF_RM, OP_CBW, OP_CLTS, OP_CMOVCC, OP_CMPXCHG, OP_CMPXCHG8B, OP_CPUID, OP_CWD, OP_DEC_RM, OP_DIV_RM,
-  OP_ENTER, OP_FLAGOP, OP_GRP6, OP_GRP7, OP_HLT, OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM, OP_IMUL_R_RM_I, OP_IN,
+  OP_ENTER, OP_FLAGOP, OP_GRP6, OP_LAR_LSL, OP_GRP7, OP_HLT, OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM, OP_IMUL_R_RM_I, OP_IN,
   OP_INC_RM, OP_INT, OP_IRET, OP_JCC, OP_JMP_REL, OP_JMP_RM, OP_JMPF, OP_JMPF_RM, OP_LAHF, OP_LEA, OP_LEAVE, OP_LOOP,
   OP_MOV_CR_R, OP_MOV_DR_R, OP_MOV_MOFFS, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOV_R_RM, OP_MOV_RM_I, OP_MOV_RM_R,
   OP_MOV_RM_SREG, OP_MOV_SREG_RM, OP_MOVSX, OP_MOVZX, OP_MUL_RM, OP_NEG_RM, OP_NOP, OP_NOT_RM, OP_OUT, OP_PAUSE,
@@ -380,7 +380,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
       switch (b1) {
         case 0x00: {
           modrm(); sub = regField; osz = 1;
-          op = regField < 4 ? OP_GRP6 : OP_UD;
+          op = regField < 6 ? OP_GRP6 : OP_UD;
           break;
         }
         case 0x01: {
@@ -405,6 +405,7 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
           }
           break;
         }
+        case 0x02: case 0x03: modrm(); setReg(); op = OP_LAR_LSL; sub = b1 & 1; break;
         case 0x05: op = mode === 2 ? OP_SYSCALL : OP_UD; break;
         case 0x06: op = OP_CLTS; break;
         case 0x07: op = mode === 2 ? OP_SYSRET : OP_UD; break;

@@ -124,7 +124,7 @@ export const OP_VMCALL = 76;
 export const OP_SWAPGS = 77;
 export const OP_SYSCALL = 78;
 export const OP_SYSRET = 79;
-export const OP_GRP6 = 80;       // sub = /reg: 0 SLDT 1 STR 2 LLDT 3 LTR
+export const OP_GRP6 = 80;       // sub = /reg: 0 SLDT 1 STR 2 LLDT 3 LTR 4 VERR 5 VERW
 export const OP_MOV_RM_SREG = 81;
 export const OP_MOV_SREG_RM = 82;
 export const OP_PUSH_SEG = 83;   // sub = segment
@@ -139,7 +139,7 @@ export const OP_MOV_MOFFS = 91;  // sub = 0 load acc, 1 store acc; disp/imm hold
 export const OP_CLTS = 92;
 export const OP_PAUSE = 93;
 export const OP_XCHG_AX = 94;    // reg = other register
-export const OP_LAR_LSL = 95;    // reserved
+export const OP_LAR_LSL = 95;    // sub 0 LAR, 1 LSL; reg = destination
 export const OP_SSE = 97;        // sse.ts: sub = 0F opcode byte | mandatory prefix << 8 (0 none, 1 66, 2 F3, 3 F2); imm = imm8
 export const OP_X87 = 98;        // fpu.ts: sub = (opcode - D8) << 8 | ModRM; FWAIT: sub = 0x800
 
