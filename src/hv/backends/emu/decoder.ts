@@ -60,28 +60,29 @@ export function decode(out: Int32Array, at: number, fetch: ByteFetch, mode: Code
 
   // Prefixes.
   let opsize = false, adsize = false, rep = 0, lock = false, seg = -1, rex = 0;
+  // DEVNOTE: in 64-bit mode a REX prefix counts only when it immediately precedes the opcode
+  // (SDM vol. 2, 2.2.1): a legacy prefix after it discards it, so `48 66 01 d8` is ADD AX, BX.
   for (;;) {
     const b = fetch(p);
     if (b < 0) return -1;
-    if (b === 0x66) opsize = true;
-    else if (b === 0x67) adsize = true;
-    else if (b === 0xf3) rep = FL_REP;
-    else if (b === 0xf2) rep = FL_REPNE;
-    else if (b === 0xf0) lock = true;
-    else if (b === 0x26) seg = SEG_ES;
-    else if (b === 0x2e) seg = SEG_CS;
-    else if (b === 0x36) seg = SEG_SS;
-    else if (b === 0x3e) seg = SEG_DS;
-    else if (b === 0x64) seg = SEG_FS;
-    else if (b === 0x65) seg = SEG_GS;
-    else break;
+    if (mode === 2 && (b & 0xf0) === 0x40) rex = b;
+    else {
+      if (b === 0x66) opsize = true;
+      else if (b === 0x67) adsize = true;
+      else if (b === 0xf3) rep = FL_REP;
+      else if (b === 0xf2) rep = FL_REPNE;
+      else if (b === 0xf0) lock = true;
+      else if (b === 0x26) seg = SEG_ES;
+      else if (b === 0x2e) seg = SEG_CS;
+      else if (b === 0x36) seg = SEG_SS;
+      else if (b === 0x3e) seg = SEG_DS;
+      else if (b === 0x64) seg = SEG_FS;
+      else if (b === 0x65) seg = SEG_GS;
+      else break;
+      rex = 0;
+    }
     p++;
     if (p >= MAX_LEN) return tooLong(out, at);
-  }
-  if (mode === 2) {
-    const b = fetch(p);
-    if (b < 0) return -1;
-    if ((b & 0xf0) === 0x40) { rex = b; p++; }
   }
   const rexW = (rex & 8) !== 0;
   const rexR = (rex & 4) << 1, rexX = (rex & 2) << 2, rexB = (rex & 1) << 3;

@@ -137,6 +137,8 @@ function cases(): Case[] {
     add('lahf', 0n); add('sahf', ALL & ~OF); add('cmc', ALL); add('stc', ALL); add('clc', ALL);
     add('lea rax, [rbx + rcx*4 - 0x1234]', 0n); add('lea eax, [ebx + ecx*8 + 0x7fffffff]', 0n);
     add('movsxd rax, ebx', 0n);
+    // A REX prefix followed by a legacy prefix is ignored (SDM vol. 2, 2.2.1): add ax, bx; mov ax, cx.
+    add('.byte 0x48, 0x66, 0x01, 0xd8', ALL); add('.byte 0x41, 0x66, 0x89, 0xc8', 0n);
   }
   return out;
 }
