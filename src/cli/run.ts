@@ -1,19 +1,39 @@
 /**
- * `tshv run`: boot a VM from the default image (or --kernel / --initrd) on the serial console.
+ * `tshv run`: boot a Linux VM in this process on the serial console, like
+ * `qemu-system-x86_64 -nographic` (no management service involved).
  *
- * Today this resolves and validates the kernel and initrd (building the default image on first
- * use, with errors that name a malformed file) and creates the processor backend. Booting Linux
- * itself needs the Linux loader, ACPI and the platform devices of issue #4 (and, on hosts without
- * VT-x / AMD-V, the emu processor of issue #3); until then the command stops with a clear
- * ENOTSUP error after the checks, never pretending to boot.
+ *   tshv run [--kernel F] [--initrd F] [--append CMDLINE] [--memory 256M] [--cpus 2]
+ *            [--exec CMD] [--timeout S]
+ *
+ * The kernel and initrd are the default image's (built on first use, with a progress bar)
+ * unless given; a malformed file is an EIMAGE error naming it (exit 4). The command line is the
+ * image's (or --append) plus what the backend and the console need (vmwp/linux.ts
+ * assembleCmdline). COM1 goes to stdout. On a terminal, stdin goes to COM1 in raw mode; the
+ * escape key Ctrl-] then 'x' quits (Ctrl-] Ctrl-] sends a Ctrl-]), as QEMU's Ctrl-A X.
+ *
+ * How the run ends:
+ *   guest power-off        exit 0 (also a halt with interrupts off: Linux's poweroff without an
+ *                          ACPI power-off method halts)
+ *   guest reset            the VM boots again (a fresh partition: a reboot); with --exec the end
+ *   Ctrl-] x               exit 0;  SIGINT (not on a raw terminal): exit 130
+ *   triple fault           a message, exit 1;  backend error: a message, exit 7 (EBACKEND)
+ *   --timeout S elapsed    a message, exit 1
+ * With --exec CMD the default image's /init runs CMD (tshv.exec, src/image/init.ts), only the
+ * command's output reaches stdout (the kernel log is dropped: `quiet loglevel=1`, and every
+ * byte before /init's banner), and the exit status is the command's, from `TSHV-EXIT=<n>`.
+ * No TSHV-EXIT before power-off, reset, a kernel panic (ended at once, not waiting for the
+ * panic=-1 reset) or the timeout: a message with the last boot-log lines, exit 1. TSHV_DEBUG=1 keeps the kernel log and copies it to stderr; with --exec the
+ * host's own warnings are off unless TSHV_LOG asks for them.
  */
 import type { Command } from 'commander';
-import { TshvError } from '../base/errors.js';
+import { TshvError, errorMessage } from '../base/errors.js';
+import { setLogLevel } from '../base/log.js';
 import { resolveKernelAndInitrd } from '../image/build.js';
 import { makeProgress } from '../image/cli.js';
-import { createBackend, isBackendKind } from '../vmwp/host.js';
+import { assembleCmdline, bootLinux, describePlacement, ExecOutputFilter, isBackendKind, Vm, type VmExit } from '../vmwp/host.js';
+import { ExitCode } from './exit-codes.js';
 
-interface RunOptions { kernel?: string; initrd?: string; append?: string; memory: string; cpus: string }
+interface RunOptions { kernel?: string; initrd?: string; append?: string; memory: string; cpus: string; exec?: string; timeout?: string }
 
 export function parseMemory(s: string): number {
   const m = /^(\d+)([KMG]?)i?B?$/i.exec(s.trim());
@@ -24,19 +44,107 @@ export function parseMemory(s: string): number {
   return n * mult;
 }
 
+/** --timeout in seconds (a positive number) to milliseconds. */
+export function parseTimeout(s: string): number {
+  const n = Number(s);
+  if (s.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 10 * 365 * 86400) {
+    throw new TshvError('EINVAL', `--timeout: expected a positive number of seconds, got ${JSON.stringify(s)}`);
+  }
+  return Math.ceil(n * 1000);
+}
+
+/** The console escape key: Ctrl-] (GS, 0x1D). */
+export const ESCAPE_BYTE = 0x1d;
+export const ESCAPE_HINT = 'tshv: console on COM1; press Ctrl-] then x to quit';
+
+/**
+ * Console input with the escape key: Ctrl-] x quits, Ctrl-] Ctrl-] sends one Ctrl-], Ctrl-]
+ * followed by anything else sends both. The escape may be split across chunks.
+ */
+export class ConsoleEscape {
+  #escaped = false;
+
+  /** The bytes for the guest, and whether the user asked to quit (bytes after the quit are dropped). */
+  feed(bytes: Uint8Array): { forward: Uint8Array; quit: boolean } {
+    const out: number[] = [];
+    for (const b of bytes) {
+      if (this.#escaped) {
+        this.#escaped = false;
+        if (b === 0x78 /* x */ || b === 0x58 /* X */) return { forward: Uint8Array.from(out), quit: true };
+        out.push(ESCAPE_BYTE);
+        if (b !== ESCAPE_BYTE) out.push(b);
+      } else if (b === ESCAPE_BYTE) {
+        this.#escaped = true;
+      } else {
+        out.push(b);
+      }
+    }
+    return { forward: Uint8Array.from(out), quit: false };
+  }
+}
+
+/**
+ * Collects serial bytes (the UART hands them over one by one on the VP exit path) and passes
+ * them on once per macrotask turn.
+ */
+class SerialBatcher {
+  readonly #sink: (bytes: Uint8Array) => void;
+  #chunks: Uint8Array[] = [];
+  #timer: NodeJS.Immediate | undefined;
+
+  constructor(sink: (bytes: Uint8Array) => void) { this.#sink = sink; }
+
+  push(bytes: Uint8Array): void {
+    this.#chunks.push(bytes);
+    this.#timer ??= setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    if (this.#timer !== undefined) { clearImmediate(this.#timer); this.#timer = undefined; }
+    if (this.#chunks.length === 0) return;
+    const all = Buffer.concat(this.#chunks);
+    this.#chunks = [];
+    this.#sink(all);
+  }
+}
+
+type Ending = 'quit' | 'interrupt' | 'execDone' | 'panic' | undefined;
+
+/** Exit code and message for a run that ended on its own (not --exec's marker). */
+export function describeRunEnd(exit: VmExit, timeoutS: number | undefined): { code: number; message?: string } {
+  switch (exit.kind) {
+    case 'poweroff': return { code: ExitCode.OK };
+    case 'stopped': return { code: ExitCode.OK };
+    case 'reset': return { code: ExitCode.FAILURE, message: 'the guest reset the machine (with panic=-1 a kernel panic resets)' };
+    case 'shutdown': return { code: ExitCode.FAILURE, message: `triple fault on virtual processor ${exit.vp}` };
+    // DEVNOTE: the platform has no ACPI power-off yet (hardware-reduced FADT without a sleep
+    // control register), so Linux's `poweroff` ends in machine_halt ("reboot: System halted"):
+    // every VP halts with interrupts off. That is the guest's way of turning itself off here.
+    case 'halted': return { code: ExitCode.OK, message: `the guest halted the machine (virtual processor ${exit.vp} halted with interrupts disabled)` };
+    case 'error': return { code: ExitCode.BACKEND, message: `virtual processor ${exit.vp}: ${exit.message}` };
+    case 'timeout': return { code: ExitCode.FAILURE, message: `timed out after ${timeoutS ?? 0} s` };
+    case 'testExit': return { code: ExitCode.FAILURE, message: `unexpected test-device exit 0x${exit.code.toString(16)}` };
+  }
+}
+
 export function registerRunCommand(program: Command): void {
   program
     .command('run')
-    .description('boot a VM with the default image (or --kernel/--initrd) on the serial console')
+    .description('boot a Linux VM in this process with the serial console on stdin/stdout (default image, or --kernel/--initrd)')
     .option('--kernel <file>', 'vmlinux or bzImage to boot instead of the default image\'s')
     .option('--initrd <file>', 'initramfs to use instead of the default image\'s')
-    .option('--append <cmdline>', 'kernel command line')
+    .option('--append <cmdline>', 'kernel command line (replaces the image\'s; console, panic and backend parameters are added unless given)')
     .option('--memory <size>', 'guest memory', '256M')
     .option('--cpus <n>', 'virtual processors', '2')
+    .option('--exec <command>', 'run COMMAND in the default image\'s /init, print only its output, exit with its status')
+    .option('--timeout <seconds>', 'end the run (exit 1) after this many seconds')
     .action(async (opts: RunOptions) => {
       const memoryBytes = parseMemory(opts.memory);
       const cpus = Number(opts.cpus);
       if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) throw new TshvError('EINVAL', `--cpus must be 1..64, got ${opts.cpus}`);
+      const timeoutMs = opts.timeout !== undefined ? parseTimeout(opts.timeout) : undefined;
+      const backendOpt = program.opts<{ backend?: string }>().backend;
+      const backend = backendOpt !== undefined && isBackendKind(backendOpt) ? backendOpt : undefined;
       const progress = makeProgress();
       const boot = await resolveKernelAndInitrd({
         ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}),
@@ -44,9 +152,107 @@ export function registerRunCommand(program: Command): void {
         ...(opts.append !== undefined ? { cmdline: opts.append } : {}),
         onProgress: progress.onProgress,
       }).finally(() => progress.stop());
-      const backendOpt = program.opts<{ backend?: string }>().backend;
-      const backend = createBackend(backendOpt !== undefined && isBackendKind(backendOpt) ? backendOpt : undefined);
-      process.stderr.write(`tshv: kernel ${boot.kernelPath} (${boot.kernel.segments.length} segments), initrd ${boot.initrdPath} (${boot.initrd.length} bytes, ${boot.initrdInfo.format}), ${memoryBytes / 1024 ** 2} MiB, ${cpus} CPUs, backend ${backend.kind}\n`);
-      throw new TshvError('ENOTSUP', 'booting a Linux guest needs the Linux loader, ACPI tables and interrupt controllers of issue #4; not implemented yet');
+      process.exitCode = await runVm({ boot, memoryBytes, cpus, backend, exec: opts.exec, timeoutMs });
     });
+}
+
+interface RunVmOptions {
+  boot: { kernelPath: string; kernel: Parameters<typeof bootLinux>[1]['kernel']; initrdPath: string; initrd: Uint8Array; cmdline: string };
+  memoryBytes: number;
+  cpus: number;
+  backend: 'kvm' | 'emu' | undefined;
+  exec: string | undefined;
+  timeoutMs: number | undefined;
+}
+
+async function runVm(o: RunVmOptions): Promise<number> {
+  const exec = o.exec !== undefined;
+  const debug = process.env['TSHV_DEBUG'] !== undefined && process.env['TSHV_DEBUG'] !== '';
+  if (exec && process.env['TSHV_LOG'] === undefined) setLogLevel('error');
+  const t0 = performance.now();
+  const deadline = o.timeoutMs !== undefined ? t0 + o.timeoutMs : undefined;
+  const timeoutS = o.timeoutMs !== undefined ? o.timeoutMs / 1000 : undefined;
+  let vm: Vm | undefined;
+  let ending: Ending;
+  const end = (why: Ending): void => { ending ??= why; vm?.stop(); };
+
+  const stdout = (bytes: Uint8Array): void => { process.stdout.write(bytes); };
+  const filter = exec ? new ExecOutputFilter(stdout) : undefined;
+  const batcher = new SerialBatcher((bytes) => {
+    if (filter === undefined) { stdout(bytes); return; }
+    if (debug && filter.banner === undefined) process.stderr.write(bytes);
+    filter.push(bytes);
+    if (filter.done) end('execDone');
+    else if (filter.panic !== undefined) end('panic');
+  });
+
+  // Console input: raw terminal with the escape key, or piped bytes as they come.
+  const stdin = process.stdin;
+  const raw = !exec && stdin.isTTY;
+  const escape = new ConsoleEscape();
+  const onInput = (data: Buffer): void => {
+    if (!raw) { vm?.serialInput(new Uint8Array(data)); return; }
+    const r = escape.feed(new Uint8Array(data));
+    if (r.forward.length > 0) vm?.serialInput(r.forward);
+    if (r.quit) end('quit');
+  };
+  const onSigint = (): void => end('interrupt');
+  if (!exec) {
+    if (raw) { stdin.setRawMode(true); process.stderr.write(ESCAPE_HINT + '\n'); }
+    stdin.on('data', onInput);
+    stdin.resume();
+  }
+  process.on('SIGINT', onSigint);
+
+  try {
+    for (let boots = 0; ; boots++) {
+      vm = await Vm.create({ backend: o.backend, memoryBytes: o.memoryBytes, vpCount: o.cpus, serialOut: (b) => batcher.push(b), resetAction: 'reset' });
+      const cmdline = assembleCmdline({ base: o.boot.cmdline, backend: vm.backend, exec: o.exec, verbose: debug });
+      const placed = await bootLinux(vm, { kernel: o.boot.kernel, initrd: o.boot.initrd, cmdline });
+      if (boots === 0 && (!exec || debug)) {
+        process.stderr.write(`tshv: ${o.boot.kernelPath} + ${o.boot.initrdPath}, ${o.memoryBytes / 1024 ** 2} MiB, ${o.cpus} CPUs, backend ${vm.backend}\n` +
+          `tshv: ${describePlacement(placed)}\n`);
+      }
+      const remaining = deadline !== undefined ? Math.max(1, deadline - performance.now()) : undefined;
+      let exit: VmExit = { kind: 'stopped' };
+      // A quit or interrupt while no VM existed (between boots) ends the run before this one.
+      if (ending === undefined) {
+        try {
+          exit = await vm.run(remaining !== undefined ? { timeoutMs: remaining } : {});
+        } catch (e) {
+          exit = { kind: 'error', vp: 0, message: errorMessage(e) };
+        }
+      }
+      batcher.flush();
+      vm.dispose();
+      vm = undefined;
+      if (filter?.status !== undefined) return filter.status;
+      if (ending === 'quit') { process.stderr.write('\ntshv: quit\n'); return ExitCode.OK; }
+      if (ending === 'interrupt') { process.stderr.write('\ntshv: interrupted\n'); return 130; }
+      if (exit.kind === 'reset' && !exec) {
+        process.stderr.write('\ntshv: the guest reset the machine; rebooting\n');
+        continue;
+      }
+      const r = describeRunEnd(exit, timeoutS);
+      if (filter !== undefined) {
+        const why = ending === 'panic' ? `the kernel panicked (${filter.panic ?? ''})`
+          : r.message ?? (exit.kind === 'poweroff' ? 'the guest powered off' : 'the run ended');
+        const tail = filter.bootTail();
+        process.stderr.write(`tshv: --exec: no TSHV-EXIT line from the guest after ${((performance.now() - t0) / 1000).toFixed(1)} s: ${why}` +
+          (filter.banner !== undefined ? ` (the command was running: ${filter.banner})` : ' (before /init printed TSHV-READY)') + '\n' +
+          (tail.length > 0 ? `tshv: last console lines:\n${tail.map((l) => `  | ${l}`).join('\n')}\n` : ''));
+        return r.code === ExitCode.OK ? ExitCode.FAILURE : r.code;
+      }
+      if (r.message !== undefined) process.stderr.write(`\ntshv: ${r.message}\n`);
+      return r.code;
+    }
+  } finally {
+    vm?.dispose();
+    process.off('SIGINT', onSigint);
+    if (!exec) {
+      stdin.off('data', onInput);
+      if (raw) stdin.setRawMode(false);
+      stdin.pause();
+    }
+  }
 }

@@ -17,14 +17,16 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { TshvError, errorMessage, type ErrorCode } from '../base/errors.js';
-import type { VmConfig } from '../defs/api.js';
+import type { LinuxBoot, VmConfig } from '../defs/api.js';
 import type { FromWorker, WorkerPhase, WorkerStatus } from '../defs/ipc.js';
 import { SCROLLBACK_BYTES } from '../defs/ipc.js';
 import { Scrollback } from '../defs/scrollback.js';
+import { resolveKernelAndInitrd } from '../image/build.js';
 import { loadFlatImage } from '../loader/flat.js';
 import { TESTDEV_PIO_BASE, TESTDEV_PIO_SCRATCH } from '../devices/testdev/testdev.js';
 import { Vm, type VmExit } from './vm.js';
 import { restoreVm, saveVm } from './savestate.js';
+import { assembleCmdline, bootLinux } from './linux.js';
 
 export type Emit = (m: FromWorker) => void;
 
@@ -83,16 +85,13 @@ export class WorkerHost {
   }
 
   async #createVm(config: VmConfig): Promise<Vm> {
-    if (config.boot.kind === 'linux') {
-      throw new TshvError('ENOTSUP', 'booting a Linux guest needs the Linux loader, ACPI tables and interrupt controllers of issue #4; not implemented yet');
-    }
     return Vm.create({
       ...(config.backend !== 'auto' ? { backend: config.backend } : {}),
       memoryBytes: config.memoryBytes,
       vpCount: config.cpus,
       serialOut: (bytes) => this.#onSerial(bytes),
       resetAction: 'poweroff',
-      testDevice: true,
+      testDevice: config.boot.kind === 'flat',
     });
   }
 
@@ -101,7 +100,10 @@ export class WorkerHost {
     this.#phase = 'starting';
     try {
       const boot = config.boot;
-      if (boot.kind !== 'flat') throw new TshvError('ENOTSUP', 'booting a Linux guest is not implemented yet (issue #4)');
+      if (boot.kind === 'linux') {
+        await this.#startLinux(config, boot);
+        return;
+      }
       let image: Uint8Array;
       try {
         const st = statSync(boot.file);
@@ -130,6 +132,29 @@ export class WorkerHost {
       this.#phase = 'empty';
       throw e;
     }
+  }
+
+  /**
+   * A Linux guest: the same boot as `tshv run` (linux.ts), the default image's files unless the
+   * configuration names its own. A guest reset ends the run (resetAction 'poweroff').
+   */
+  async #startLinux(config: VmConfig, boot: LinuxBoot): Promise<void> {
+    const files = await resolveKernelAndInitrd({
+      ...(boot.kernel !== undefined ? { kernel: boot.kernel } : {}),
+      ...(boot.initrd !== undefined ? { initrd: boot.initrd } : {}),
+      ...(boot.append !== undefined ? { cmdline: boot.append } : {}),
+    });
+    const vm = await this.#createVm(config);
+    try {
+      await bootLinux(vm, { kernel: files.kernel, initrd: files.initrd, cmdline: assembleCmdline({ base: files.cmdline, backend: vm.backend }) });
+    } catch (e) {
+      vm.dispose();
+      throw e;
+    }
+    this.#vm = vm;
+    this.#config = config;
+    this.#startedAt = performance.now();
+    this.#runVps();
   }
 
   #runVps(): void {
