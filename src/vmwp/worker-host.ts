@@ -114,20 +114,12 @@ export class WorkerHost {
         if (e instanceof TshvError) throw e;
         throw new TshvError('EIMAGE', `cannot read the guest image: ${errorMessage(e)}`);
       }
-      const vm = await this.#createVm(config);
-      try {
+      await this.#startWith(config, async (vm) => {
         const base = await vm.getVpState(0);
         const state = loadFlatImage(vm.memory, image, { mode: boot.mode, loadGpa: boot.loadGpa, entryGpa: boot.entryGpa ?? boot.loadGpa, base });
         await vm.setVpState(0, state);
         if (boot.scratch !== undefined) vm.testDevice?.ioWrite(TESTDEV_PIO_BASE + TESTDEV_PIO_SCRATCH, 4, boot.scratch);
-      } catch (e) {
-        vm.dispose();
-        throw e;
-      }
-      this.#vm = vm;
-      this.#config = config;
-      this.#startedAt = performance.now();
-      this.#runVps();
+      });
     } catch (e) {
       this.#phase = 'empty';
       throw e;
@@ -144,9 +136,15 @@ export class WorkerHost {
       ...(boot.initrd !== undefined ? { initrd: boot.initrd } : {}),
       ...(boot.append !== undefined ? { cmdline: boot.append } : {}),
     });
+    await this.#startWith(config, (vm) =>
+      bootLinux(vm, { kernel: files.kernel, initrd: files.initrd, cmdline: assembleCmdline({ base: files.cmdline, backend: vm.backend }) }).then(() => undefined));
+  }
+
+  /** Create the VM, let `load` put the guest in it (the VM is disposed if that fails), run it. */
+  async #startWith(config: VmConfig, load: (vm: Vm) => Promise<void>): Promise<void> {
     const vm = await this.#createVm(config);
     try {
-      await bootLinux(vm, { kernel: files.kernel, initrd: files.initrd, cmdline: assembleCmdline({ base: files.cmdline, backend: vm.backend }) });
+      await load(vm);
     } catch (e) {
       vm.dispose();
       throw e;
