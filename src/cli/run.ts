@@ -12,8 +12,8 @@
  * escape key Ctrl-] then 'x' quits (Ctrl-] Ctrl-] sends a Ctrl-]), as QEMU's Ctrl-A X.
  *
  * How the run ends:
- *   guest power-off        exit 0 (also a halt with interrupts off: Linux's poweroff without an
- *                          ACPI power-off method halts)
+ *   guest power-off        exit 0: ACPI S5 through the FADT's sleep control register (ADR 0012);
+ *                          also a halt with interrupts off (a guest without ACPI power-off halts)
  *   guest reset            the VM boots again (a fresh partition: a reboot); with --exec the end
  *   Ctrl-] x               exit 0;  SIGINT (not on a raw terminal): exit 130
  *   triple fault           a message, exit 1;  backend error: a message, exit 7 (EBACKEND)
@@ -21,6 +21,8 @@
  * With --exec CMD the default image's /init runs CMD (tshv.exec, src/image/init.ts), only the
  * command's output reaches stdout (the kernel log is dropped: `quiet loglevel=1`, and every
  * byte before /init's banner), and the exit status is the command's, from `TSHV-EXIT=<n>`.
+ * After the marker the run waits for /init's `poweroff -f` to turn the VM off (at most
+ * EXEC_POWEROFF_GRACE_MS; then it stops the VM itself), so the VM ends as the guest ends it.
  * No TSHV-EXIT before power-off, reset, a kernel panic (ended at once, not waiting for the
  * panic=-1 reset) or the timeout: a message with the last boot-log lines, exit 1. TSHV_DEBUG=1 keeps the kernel log and copies it to stderr; with --exec the
  * host's own warnings are off unless TSHV_LOG asks for them.
@@ -117,15 +119,24 @@ export function describeRunEnd(exit: VmExit, timeoutS: number | undefined): { co
     case 'stopped': return { code: ExitCode.OK };
     case 'reset': return { code: ExitCode.FAILURE, message: 'the guest reset the machine (with panic=-1 a kernel panic resets)' };
     case 'shutdown': return { code: ExitCode.FAILURE, message: `triple fault on virtual processor ${exit.vp}` };
-    // DEVNOTE: the platform has no ACPI power-off yet (hardware-reduced FADT without a sleep
-    // control register), so Linux's `poweroff` ends in machine_halt ("reboot: System halted"):
-    // every VP halts with interrupts off. That is the guest's way of turning itself off here.
+    // DEVNOTE: Linux powers off through ACPI S5 (the FADT's SLEEP_CONTROL_REG and \_S5, ADR
+    // 0012: "reboot: Power down", kind 'poweroff'). A guest that cannot use it (acpi=off, a
+    // kernel without ACPI, a freestanding test guest) ends `poweroff` in machine_halt
+    // ("reboot: System halted"): every VP halts with interrupts off, from which nothing but
+    // an NMI or INIT could wake it. That is still the guest's way of turning itself off.
     case 'halted': return { code: ExitCode.OK, message: `the guest halted the machine (virtual processor ${exit.vp} halted with interrupts disabled)` };
     case 'error': return { code: ExitCode.BACKEND, message: `virtual processor ${exit.vp}: ${exit.message}` };
     case 'timeout': return { code: ExitCode.FAILURE, message: `timed out after ${timeoutS ?? 0} s` };
     case 'testExit': return { code: ExitCode.FAILURE, message: `unexpected test-device exit 0x${exit.code.toString(16)}` };
   }
 }
+
+/**
+ * --exec: how long to wait, after the TSHV-EXIT marker, for the guest to power itself off
+ * (/init runs `sync; poweroff -f`) before stopping the VM. On emu under load the power-off
+ * path takes a few seconds at most.
+ */
+export const EXEC_POWEROFF_GRACE_MS = 30_000;
 
 export function registerRunCommand(program: Command): void {
   program
@@ -178,11 +189,14 @@ async function runVm(o: RunVmOptions): Promise<number> {
 
   const stdout = (bytes: Uint8Array): void => { process.stdout.write(bytes); };
   const filter = exec ? new ExecOutputFilter(stdout) : undefined;
+  let grace: NodeJS.Timeout | undefined;
   const batcher = new SerialBatcher((bytes) => {
     if (filter === undefined) { stdout(bytes); return; }
-    if (debug && filter.banner === undefined) process.stderr.write(bytes);
+    const boring = filter.banner === undefined || filter.done;
     filter.push(bytes);
-    if (filter.done) end('execDone');
+    // With TSHV_DEBUG the kernel log before the banner and after the marker goes to stderr.
+    if (debug && (boring || filter.done)) process.stderr.write(bytes);
+    if (filter.done) grace ??= setTimeout(() => end('execDone'), EXEC_POWEROFF_GRACE_MS);
     else if (filter.panic !== undefined) end('panic');
   });
 
@@ -226,7 +240,14 @@ async function runVm(o: RunVmOptions): Promise<number> {
       batcher.flush();
       vm.dispose();
       vm = undefined;
-      if (filter?.status !== undefined) return filter.status;
+      if (filter?.status !== undefined) {
+        if (debug) {
+          process.stderr.write(exit.kind === 'poweroff' ? 'tshv: --exec: the guest powered off\n'
+            : ending === 'execDone' ? `tshv: --exec: the guest did not power off within ${EXEC_POWEROFF_GRACE_MS / 1000} s of TSHV-EXIT; stopped it\n`
+              : `tshv: --exec: the run ended after TSHV-EXIT: ${describeRunEnd(exit, timeoutS).message ?? exit.kind}\n`);
+        }
+        return filter.status;
+      }
       if (ending === 'quit') { process.stderr.write('\ntshv: quit\n'); return ExitCode.OK; }
       if (ending === 'interrupt') { process.stderr.write('\ntshv: interrupted\n'); return 130; }
       if (exit.kind === 'reset' && !exec) {
@@ -247,6 +268,7 @@ async function runVm(o: RunVmOptions): Promise<number> {
       return r.code;
     }
   } finally {
+    if (grace !== undefined) clearTimeout(grace);
     vm?.dispose();
     process.off('SIGINT', onSigint);
     if (!exec) {

@@ -40,17 +40,17 @@ describe('cmdline', () => {
   it('kvm_noHints', () => {
     assert.deepEqual(cmdlineHints('kvm'), []);
     const c = assembleCmdline({ base: 'root=/dev/sda', backend: 'kvm' });
-    assert.equal(c, 'root=/dev/sda earlyprintk=serial,ttyS0,115200 console=ttyS0,115200 panic=-1');
+    assert.equal(c, 'root=/dev/sda earlyprintk=serial,ttyS0,115200 console=ttyS0,115200 panic=-1 reboot=acpi');
   });
 
   it('userParametersWin', () => {
     const c = assembleCmdline({ base: '  console=ttyS1  panic=5 lpj=1 ', backend: 'emu' });
-    assert.equal(c, 'console=ttyS1 panic=5 lpj=1 tsc_early_khz=1000000 earlyprintk=serial,ttyS0,115200');
+    assert.equal(c, 'console=ttyS1 panic=5 lpj=1 tsc_early_khz=1000000 earlyprintk=serial,ttyS0,115200 reboot=acpi');
   });
 
   it('initArgumentsStayAfterDashes', () => {
     const c = assembleCmdline({ base: 'quiet -- single console=x', backend: 'kvm' });
-    assert.equal(c, 'quiet earlyprintk=serial,ttyS0,115200 console=ttyS0,115200 panic=-1 -- single console=x');
+    assert.equal(c, 'quiet earlyprintk=serial,ttyS0,115200 console=ttyS0,115200 panic=-1 reboot=acpi -- single console=x');
   });
 
   it('exec_addsQuietAndBase64', () => {

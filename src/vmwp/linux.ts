@@ -11,6 +11,7 @@
  *   - the backend hints (cmdlineHints);
  *   - `earlyprintk=serial,ttyS0,115200 console=ttyS0,115200` (output from the first instant);
  *   - `panic=-1` (a panic resets at once, and a reset ends a non-interactive run);
+ *   - `reboot=acpi` (PLATFORM_PARAMS: reboot and panic reset through the FADT's RESET_REG);
  *   - with an exec command: `quiet loglevel=1` (unless verbose) and `tshv.exec=<base64>`
  *     (src/image/init.ts).
  * A parameter the user wrote wins: `--append "console=ttyS1"` keeps ttyS1.
@@ -72,6 +73,17 @@ export function cmdlineHints(backend: BackendKind): string[] {
 /** Console parameters added to every boot (unless the base line names them). */
 export const CONSOLE_PARAMS = ['earlyprintk=serial,ttyS0,115200', 'console=ttyS0,115200'] as const;
 /**
+ * Parameters the platform needs whatever the backend (unless the base line names them).
+ * DEVNOTE: `reboot=acpi`: on a hardware-reduced ACPI platform without DMI (SMBIOS) Linux 6.1
+ * picks EFI reboot (arch/x86/kernel/reboot.c reboot_init: efi_reboot_required() is true when
+ * HW_REDUCED_ACPI is set); without EFI that falls through to BOOT_BIOS, a jump to the real-mode
+ * reset vector, and tshv has no BIOS there: measured on emu, `reboot -f` then ran garbage in low
+ * memory instead of resetting (2026-11-24), and so would a panic with panic=-1. With
+ * reboot=acpi the kernel writes RESET_VALUE to the FADT's RESET_REG (ADR 0012), then falls back
+ * to the i8042 pulse.
+ */
+export const PLATFORM_PARAMS = ['reboot=acpi'] as const;
+/**
  * Quiet kernel log for --exec: console_loglevel 1 prints KERN_EMERG only (a panic still shows;
  * 0 would hide it). /init sets the same level again after its banner.
  */
@@ -108,6 +120,7 @@ export function assembleCmdline(opts: CmdlineOptions): string {
   for (const p of cmdlineHints(opts.backend)) add(p);
   for (const p of CONSOLE_PARAMS) add(p);
   add('panic=-1');
+  for (const p of PLATFORM_PARAMS) add(p);
   if (opts.exec !== undefined) {
     if (opts.exec.trim().length === 0) throw new TshvError('EINVAL', '--exec: the command is empty');
     if (opts.verbose !== true) for (const p of EXEC_QUIET_PARAMS) add(p);

@@ -13,7 +13,8 @@
  *   0xFEC00000                    IOAPIC (backend's interrupt controller)
  *   0xFEE00000                    local APIC (backend's interrupt controller)
  *   4 GiB .. 4 GiB + (RAM - 3 GiB) the rest of RAM, for guests larger than 3 GiB
- * Ports: COM1 0x3F8-0x3FF (IRQ 4), i8042 0x60/0x64, port 0x92, test device 0xF0-0xF7.
+ * Ports: COM1 0x3F8-0x3FF (IRQ 4), i8042 0x60/0x64, port 0x92, test device 0xF0-0xF7, the ACPI
+ * sleep control / sleep status / reset registers 0x600-0x602 (the FADT's, ADR 0012).
  *
  * Pause, save and restore: `pause()` stops every VP through the partition's stop request (an
  * exit in flight completes first) and resolves once all have stopped; `run()` resumes.
@@ -31,6 +32,8 @@ import { I8042 } from '../devices/i8042/i8042.js';
 import { SystemControlPortA } from '../devices/i8042/port92.js';
 import { PortSink } from '../devices/sink/sink.js';
 import { TestDevice } from '../devices/testdev/testdev.js';
+import { SleepControl } from '../devices/sleepctl/sleepctl.js';
+import { PLATFORM_RESET_VALUE, PLATFORM_SLEEP_PORTS, PLATFORM_SLP_TYP_S5 } from '../loader/acpi/tables.js';
 import type { SavedState, StateUnit } from '../vid/device.js';
 import {
   createBackend, hvCreatePartition,
@@ -79,12 +82,16 @@ export class Vm implements IDisposable {
   readonly i8042: I8042;
   readonly testDevice: TestDevice | undefined;
   readonly port92: SystemControlPortA;
+  /** ACPI S5 power-off and RESET_REG: the registers the FADT names (loader/acpi/tables.ts). */
+  readonly sleepControl: SleepControl;
   readonly memoryBytes: number;
   readonly #units: { name: string; unit: StateUnit }[];
   readonly #mappings: IDisposable[] = [];
   // Volatile state
   #exit: VmExit | undefined;
   #running = false;
+  /** VPs that stopped with 'halted' in the current run. */
+  #haltedVps = 0;
   /** Settles when the current run() has returned (every VP stopped). */
   #runDone: Promise<unknown> | undefined;
 
@@ -108,6 +115,10 @@ export class Vm implements IDisposable {
     this.dispatcher.register(this.i8042);
     this.port92 = new SystemControlPortA({ power, resetAction });
     this.dispatcher.register(this.port92);
+    this.sleepControl = new SleepControl({
+      power, resetAction, ports: PLATFORM_SLEEP_PORTS, s5SleepType: PLATFORM_SLP_TYP_S5, resetValue: PLATFORM_RESET_VALUE,
+    });
+    this.dispatcher.register(this.sleepControl);
     // Port 0x80 is the POST / I/O-delay port Linux writes constantly: decoded, ignored, not warned about.
     this.dispatcher.register(new PortSink('post-delay', [{ name: 'port80', first: 0x80, last: 0x80 }]));
     if (opts.testDevice === true) {
@@ -119,7 +130,7 @@ export class Vm implements IDisposable {
     } else {
       this.testDevice = undefined;
     }
-    // PortSink has no volatile state. Names: save file section names (device/<name>).
+    // PortSink and SleepControl have no volatile state. Names: save file section names (device/<name>).
     this.#units = [{ name: 'com1', unit: this.serial }, { name: 'i8042', unit: this.i8042 }, { name: 'port92', unit: this.port92 }];
     if (this.testDevice !== undefined) this.#units.push({ name: 'testdev', unit: this.testDevice });
     partition.installIoIntercept(this.dispatcher);
@@ -194,6 +205,7 @@ export class Vm implements IDisposable {
   async #run(opts: { timeoutMs?: number }): Promise<VmExit> {
     this.#running = true;
     this.#exit = undefined;
+    this.#haltedVps = 0;
     const timer = opts.timeoutMs !== undefined ? setTimeout(() => this.#end({ kind: 'timeout' }), opts.timeoutMs) : undefined;
     try {
       const runs: Promise<void>[] = [];
@@ -269,7 +281,15 @@ export class Vm implements IDisposable {
     switch (r.kind) {
       case 'stopped': return;
       case 'shutdown': this.#end({ kind: 'shutdown', vp }); return;
-      case 'halted': this.#end({ kind: 'halted', vp }); return;
+      case 'halted':
+        // DEVNOTE: one processor halting with interrupts off does not end a multiprocessor
+        // VM: Linux's power-off and reboot first park every other CPU that way
+        // (stop_other_cpus), then CPU 0 writes the ACPI sleep control or reset register. The
+        // VM halts when VP 0 (the boot processor, where Linux's machine_halt ends) or every VP
+        // has halted.
+        this.#haltedVps++;
+        if (vp === 0 || this.#haltedVps === this.vpCount) this.#end({ kind: 'halted', vp });
+        return;
       case 'error': this.#end({ kind: 'error', vp, message: r.message }); return;
     }
   }

@@ -11,7 +11,8 @@ import { TshvError } from '../../base/errors.js';
 import { GuestMemory, MemoryBlock, gpa } from '../../guestmem/guestmem.js';
 import { interrupt, memory32Fixed } from './resources.js';
 import {
-  FADT_FLAGS, FADT_SIZE, IAPC_BOOT_ARCH, MPS_INTI, buildAcpiTables, buildFadt, buildMadt, buildRsdp, platformDsdt, writeAcpiTables,
+  DsdtBuilder, FADT_FLAGS, FADT_OFFSET, FADT_SIZE, IAPC_BOOT_ARCH, MPS_INTI, PLATFORM_RESET_VALUE, PLATFORM_SLEEP_PORTS, PLATFORM_SLP_TYP_S5,
+  buildAcpiTables, buildFadt, buildMadt, buildRsdp, platformDsdt, sleepStateAml, writeAcpiTables,
 } from './tables.js';
 
 /** Independent of acpiChecksum: the plain 8-bit sum. */
@@ -21,8 +22,12 @@ function sum8(b: Uint8Array): number {
 const sig = (b: Uint8Array, at = 0, n = 4): string => Buffer.from(b.subarray(at, at + n)).toString('latin1');
 const dv = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
-/** iasl 20200925, `iasl -tc` of the same DSDT in ASL (COM1 + PS2K under \_SB), bytes 36.. . */
+/**
+ * iasl 20200925, `iasl -tc` of the same DSDT in ASL (`Name (_S5, Package () { 0x05, Zero, Zero,
+ * Zero })` at the root, then COM1 + PS2K under \_SB), bytes 36.. .
+ */
 const IASL_PLATFORM_DSDT_BODY =
+  '085f53355f1207040a05000000' +
   '1048065f53425f5b822b434f4d31085f4849440c41d00501085f55494401085f43525311100a0d4701f803f803080822100079005b82335053324b085f4849440c41d00303085f55494400085f43525311180a15470160006000010147016400640001012202007900';
 
 function hasIasl(): boolean {
@@ -87,6 +92,56 @@ describe('ACPI tables', () => {
     assert.equal(dv(noKbd).getUint16(109, true), IAPC_BOOT_ARCH.VGA_NOT_PRESENT);
     assert.throws(() => buildFadt({ dsdtPaddr: 0 }), TshvError);
     assert.throws(() => buildFadt({ dsdtPaddr: 2 ** 32 }), TshvError);
+  });
+
+  it('fadt_sleepAndResetRegisters_byteWideIoGas', () => {
+    const f = buildFadt({ dsdtPaddr: 0xe1000 });
+    assert.equal(sum8(f), 0);
+    /** Space ID, bit width, bit offset, access size, address (ACPI 6.5 Table 5.1). */
+    const gas = (at: number): [number, number, number, number, bigint] => [f[at]!, f[at + 1]!, f[at + 2]!, f[at + 3]!, dv(f).getBigUint64(at + 4, true)];
+    // Offsets written out independently of FADT_OFFSET (ACPI 6.5 Table 5.9).
+    assert.deepEqual(gas(244), [1, 8, 0, 1, 0x600n], 'SLEEP_CONTROL_REG: SystemIO, 8 bits, byte access, port 0x600');
+    assert.deepEqual(gas(256), [1, 8, 0, 1, 0x601n], 'SLEEP_STATUS_REG');
+    assert.deepEqual(gas(116), [1, 8, 0, 1, 0x602n], 'RESET_REG');
+    assert.equal(f[128], 0x01, 'RESET_VALUE');
+    assert.deepEqual([FADT_OFFSET.SLEEP_CONTROL_REG, FADT_OFFSET.SLEEP_STATUS_REG, FADT_OFFSET.RESET_REG, FADT_OFFSET.RESET_VALUE], [244, 256, 116, 128]);
+    assert.deepEqual(PLATFORM_SLEEP_PORTS, { control: 0x600, status: 0x601, reset: 0x602 });
+    assert.equal(PLATFORM_RESET_VALUE, 1);
+    const flags = dv(f).getUint32(112, true);
+    assert.equal(flags & (1 << 10), 1 << 10, 'RESET_REG_SUP (bit 10)');
+    assert.equal(flags & (1 << 20), 1 << 20, 'HW_REDUCED_ACPI (bit 20)');
+    assert.equal(dv(f).getUint32(268, true), 0x56485354, 'Hypervisor Vendor Identity "TSHV" stays at 268');
+    // Other ports, and none at all.
+    const g = buildFadt({ dsdtPaddr: 0xe1000, sleepPorts: { control: 0x1234, status: 0x1236 }, reset: { port: 0xcf9, value: 0x06 } });
+    assert.equal(dv(g).getBigUint64(248, true), 0x1234n);
+    assert.equal(dv(g).getBigUint64(260, true), 0x1236n);
+    assert.equal(dv(g).getBigUint64(120, true), 0xcf9n);
+    assert.equal(g[128], 0x06);
+    const none = buildFadt({ dsdtPaddr: 0xe1000, sleepPorts: null, reset: null });
+    assert.ok(none.subarray(244, 268).every((b) => b === 0), 'no sleep registers');
+    assert.ok(none.subarray(116, 129).every((b) => b === 0), 'no reset register');
+    assert.equal(dv(none).getUint32(112, true) & FADT_FLAGS.RESET_REG_SUP, 0);
+    // Malformed options.
+    assert.throws(() => buildFadt({ dsdtPaddr: 0xe1000, sleepPorts: { control: 0, status: 0x601 } }), TshvError);
+    assert.throws(() => buildFadt({ dsdtPaddr: 0xe1000, sleepPorts: { control: 0x10000, status: 0x601 } }), TshvError);
+    assert.throws(() => buildFadt({ dsdtPaddr: 0xe1000, reset: { port: 0x602, value: 0x100 } }), TshvError);
+    assert.throws(() => buildFadt({ dsdtPaddr: 0xe1000, reset: { port: -1, value: 1 } }), TshvError);
+  });
+
+  it('dsdt_s5Package_matchesIasl_andValidates', () => {
+    // Name (_S5, Package () { 0x05, Zero, Zero, Zero }) at the root: NameOp "_S5_" PackageOp
+    // PkgLength 7, NumElements 4, BytePrefix 5, ZeroOp x3 (iasl 20200925 -tc).
+    assert.equal(Buffer.from(sleepStateAml(5, 5)).toString('hex'), '085f53355f1207040a05000000');
+    assert.equal(Buffer.from(sleepStateAml(5, 0)).toString('hex'), '085f53355f120604000000' + '00');
+    assert.equal(PLATFORM_SLP_TYP_S5, 5);
+    assert.throws(() => sleepStateAml(6, 5), TshvError);
+    assert.throws(() => sleepStateAml(5, 8), TshvError);
+    assert.throws(() => sleepStateAml(-1, 0), TshvError);
+    assert.throws(() => new DsdtBuilder().addSleepState(5, 5).addSleepState(5, 1), TshvError);
+    // States come first and in order, whatever the order they were added in.
+    const aml = new DsdtBuilder().addSleepState(5, 7).addSleepState(0, 0).aml();
+    const hex = Buffer.from(aml).toString('hex');
+    assert.ok(hex.startsWith('085f53305f' + '120604000000' + '00' + '085f53355f1207040a07000000'), hex);
   });
 
   it('madt_oneLapicPerVp_ioapic_overrides', () => {
@@ -174,10 +229,16 @@ describe('ACPI tables', () => {
       assert.match(dsl, /EisaId \("PNP0303"\)/);
       assert.match(dsl, /IO \(Decode16,\s*0x03F8,[^\n]*\n\s*0x03F8,[^\n]*\n\s*0x08,[^\n]*\n\s*0x08,/);
       assert.match(dsl, /IRQNoFlags \(\)\s*\{4\}/);
+      assert.match(dsl, /Name \(_S5, Package \(0x04\)[^{]*\{\s*0x05,\s*Zero,\s*Zero,\s*Zero\s*\}\)/);
       assert.match(dsl, /Device \(VMBS\)/);
       assert.match(dsl, /"VMBUS"/);
       const facp = readFileSync(join(dir, 'facp.dsl'), 'utf8');
       assert.match(facp, /Hardware Reduced \(V5\) : 1/);
+      assert.match(facp, /Reset Register Supported \(V2\) : 1/);
+      assert.match(facp, /Sleep Control Register : \[Generic Address Structure\]\n.*Space ID : 01 \[SystemIO\]\n.*Bit Width : 08\n.*\n.*Byte Access:8\]\n.*Address : 0000000000000600/);
+      assert.match(facp, /Sleep Status Register : \[Generic Address Structure\]\n(.*\n){4}.*Address : 0000000000000601/);
+      assert.match(facp, /Reset Register : \[Generic Address Structure\]\n(.*\n){4}.*Address : 0000000000000602/);
+      assert.match(facp, /Value to cause reset : 01/);
       assert.doesNotMatch(facp, /Invalid|Error/i);
       const apic = readFileSync(join(dir, 'apic.dsl'), 'utf8');
       assert.equal((apic.match(/Subtable Type : 00 \[Processor Local APIC\]/g) ?? []).length, 2);

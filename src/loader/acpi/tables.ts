@@ -13,6 +13,18 @@
  * and the guest's ACPICA does not look for them. Legacy devices the VM does have are announced
  * through IAPC_BOOT_ARCH (8042) and described in the DSDT (COM1, the PS/2 keyboard controller).
  *
+ * Power-off and reset (ADR 0012): the FADT carries the ACPI 5.0 SLEEP_CONTROL_REG and
+ * SLEEP_STATUS_REG and the RESET_REG (flag RESET_REG_SUP), Generic Address Structures
+ * (5.2.3.2) in system I/O space, one byte wide, at the ports of PLATFORM_SLEEP_PORTS
+ * (0x600-0x602, the block src/devices/sleepctl decodes); the DSDT has `Name (\_S5, Package
+ * () { 5, 0, 0, 0 })`. Linux 6.1 then powers off through acpi_hw_extended_sleep
+ * (drivers/acpi/acpica/hwesleep.c): it writes WAK_STS to SLEEP_STATUS_REG, then
+ * (SLP_TYP << 2) | SLP_EN (0x20) to SLEEP_CONTROL_REG with SLP_TYP = the first \_S5 element;
+ * and acpi_sleep_init registers that power-off only when \_S5 evaluates and both sleep
+ * registers are non-zero (drivers/acpi/sleep.c acpi_sleep_state_supported). Reboot tries
+ * acpi_reboot first (arch/x86/kernel/reboot.c BOOT_ACPI), which writes RESET_VALUE to an I/O
+ * RESET_REG when RESET_REG_SUP is set (drivers/acpi/reboot.c, hwxface.c acpi_reset).
+ *
  * The DSDT is built by DsdtBuilder: `addDevice({ name, hid, uid, resources })` adds one device
  * under \_SB, so a later device (the VMBus node, _HID "VMBUS") is one call.
  *
@@ -23,7 +35,7 @@
 import { TshvError } from '../../base/errors.js';
 import { hex } from '../../base/hex.js';
 import type { GuestMemory } from '../../guestmem/guestmem.js';
-import { concat, device, eisaId, integer, isEisaId, method, name, nameSeg, ret, scope, string } from './aml.js';
+import { concat, device, eisaId, integer, isEisaId, method, name, nameSeg, pkg, ret, scope, string, ZERO } from './aml.js';
 import { io, irqNoFlags, resourceTemplate } from './resources.js';
 
 export const ACPI_HEADER_SIZE = 36;
@@ -57,6 +69,43 @@ export const IAPC_BOOT_ARCH = {
   PCIE_ASPM_CONTROLS: 1 << 4,
   CMOS_RTC_NOT_PRESENT: 1 << 5,
 } as const;
+
+/** Generic Address Structure (5.2.3.2): Address Space ID and Access Size values used here. */
+export const GAS_SPACE = { SYSTEM_MEMORY: 0, SYSTEM_IO: 1 } as const;
+export const GAS_ACCESS = { UNDEFINED: 0, BYTE: 1, WORD: 2, DWORD: 3, QWORD: 4 } as const;
+export const GAS_SIZE = 12;
+
+/** FADT field offsets (5.2.9, Table 5.9) that the builder writes and tests read. */
+export const FADT_OFFSET = {
+  FIRMWARE_CTRL: 36, DSDT: 40, SCI_INT: 46, SMI_CMD: 48, IAPC_BOOT_ARCH: 109, FLAGS: 112,
+  RESET_REG: 116, RESET_VALUE: 128, MINOR_VERSION: 131, X_DSDT: 140,
+  SLEEP_CONTROL_REG: 244, SLEEP_STATUS_REG: 256, HYPERVISOR_VENDOR_IDENTITY: 268,
+} as const;
+
+/**
+ * The platform's sleep and reset registers (I/O ports, one byte each; ADR 0012): the FADT's
+ * SLEEP_CONTROL_REG, SLEEP_STATUS_REG and RESET_REG, decoded by src/devices/sleepctl.
+ */
+export const PLATFORM_SLEEP_PORTS = { control: 0x600, status: 0x601, reset: 0x602 } as const;
+/** RESET_VALUE: what the guest writes to RESET_REG to reset the machine. */
+export const PLATFORM_RESET_VALUE = 0x01;
+/**
+ * SLP_TYP of S5 (soft off) in this platform's \_S5 package: any 3-bit value would do (the
+ * sleep control register's SLP_TYPx field is bits 2-4); 5 as QEMU's hardware-reduced machines.
+ */
+export const PLATFORM_SLP_TYP_S5 = 5;
+
+/** One GAS in `out` at `at`: space, register bit width, bit offset 0, access size, address. */
+function writeGas(out: Uint8Array, at: number, space: number, bitWidth: number, access: number, address: number): void {
+  if (!Number.isSafeInteger(address) || address <= 0 || (space === GAS_SPACE.SYSTEM_IO && address > 0xffff)) {
+    bad(`register address ${String(address)} is not a valid ${space === GAS_SPACE.SYSTEM_IO ? 'I/O port' : 'address'}`);
+  }
+  out[at] = space;
+  out[at + 1] = bitWidth;
+  out[at + 2] = 0;                                        // Register Bit Offset
+  out[at + 3] = access;
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setBigUint64(at + 4, BigInt(address), true);
+}
 
 /** MADT interrupt controller structure types (5.2.12). */
 export const MADT_TYPE = { LOCAL_APIC: 0, IO_APIC: 1, INTERRUPT_SOURCE_OVERRIDE: 2, LOCAL_APIC_NMI: 4 } as const;
@@ -137,12 +186,20 @@ export interface FadtOptions {
   i8042?: boolean;
   /** The VM has a CMOS RTC at ports 0x70/0x71. Default false (CMOS_RTC_NOT_PRESENT). */
   cmosRtc?: boolean;
+  /**
+   * SLEEP_CONTROL_REG and SLEEP_STATUS_REG ports (one byte each); default
+   * PLATFORM_SLEEP_PORTS; null: none (the guest then has no ACPI power-off).
+   */
+  sleepPorts?: { control: number; status: number } | null;
+  /** RESET_REG port and RESET_VALUE; default PLATFORM_SLEEP_PORTS.reset and PLATFORM_RESET_VALUE; null: none. */
+  reset?: { port: number; value: number } | null;
 }
 
 /**
  * FADT revision 6 for a hardware-reduced platform: DSDT and X_DSDT, HW_REDUCED_ACPI, no
  * fixed power or sleep buttons, no PM blocks, SCI_INT 0, SMI_CMD 0, IAPC_BOOT_ARCH from the
- * devices present, VGA not present.
+ * devices present, VGA not present; the sleep control / status registers and the reset
+ * register (with RESET_REG_SUP) as byte-wide I/O GASes (module header).
  */
 export function buildFadt(opts: FadtOptions): Uint8Array {
   if (!Number.isSafeInteger(opts.dsdtPaddr) || opts.dsdtPaddr <= 0 || opts.dsdtPaddr > 0xffffffff) bad(`DSDT address ${String(opts.dsdtPaddr)} is not a 32-bit address`);
@@ -156,9 +213,22 @@ export function buildFadt(opts: FadtOptions): Uint8Array {
   if (opts.i8042 !== false) bootArch |= IAPC_BOOT_ARCH.I8042;
   if (opts.cmosRtc !== true) bootArch |= IAPC_BOOT_ARCH.CMOS_RTC_NOT_PRESENT;
   dv.setUint16(at(109), bootArch, true);                  // IAPC_BOOT_ARCH
-  dv.setUint32(at(112), FADT_FLAGS.WBINVD | FADT_FLAGS.PWR_BUTTON | FADT_FLAGS.SLP_BUTTON | FADT_FLAGS.HW_REDUCED_ACPI, true);
+  let flags = FADT_FLAGS.WBINVD | FADT_FLAGS.PWR_BUTTON | FADT_FLAGS.SLP_BUTTON | FADT_FLAGS.HW_REDUCED_ACPI;
+  const reset = opts.reset === undefined ? { port: PLATFORM_SLEEP_PORTS.reset, value: PLATFORM_RESET_VALUE } : opts.reset;
+  if (reset !== null) {
+    if (!Number.isInteger(reset.value) || reset.value < 0 || reset.value > 0xff) bad(`RESET_VALUE ${String(reset.value)} is not a byte`);
+    writeGas(body, at(FADT_OFFSET.RESET_REG), GAS_SPACE.SYSTEM_IO, 8, GAS_ACCESS.BYTE, reset.port);
+    body[at(FADT_OFFSET.RESET_VALUE)] = reset.value;
+    flags |= FADT_FLAGS.RESET_REG_SUP;
+  }
+  dv.setUint32(at(112), flags, true);                     // Flags
   body[at(131)] = FADT_MINOR_REVISION;                    // FADT Minor Version
   dv.setBigUint64(at(140), BigInt(opts.dsdtPaddr), true); // X_DSDT
+  const sleep = opts.sleepPorts === undefined ? PLATFORM_SLEEP_PORTS : opts.sleepPorts;
+  if (sleep !== null) {
+    writeGas(body, at(FADT_OFFSET.SLEEP_CONTROL_REG), GAS_SPACE.SYSTEM_IO, 8, GAS_ACCESS.BYTE, sleep.control);
+    writeGas(body, at(FADT_OFFSET.SLEEP_STATUS_REG), GAS_SPACE.SYSTEM_IO, 8, GAS_ACCESS.BYTE, sleep.status);
+  }
   // Hypervisor Vendor Identity (offset 268): "TSHV" as the 8-byte ASCII vendor id.
   for (let i = 0; i < 4; i++) body[at(268) + i] = 'TSHV'.charCodeAt(i);
   return acpiTable('FACP', FADT_REVISION, body);
@@ -270,9 +340,30 @@ export const PS2_KEYBOARD_DEVICE: AcpiDevice = {
   resources: [io(0x60, 0x60, 0x01, 0x01), io(0x64, 0x64, 0x01, 0x01), irqNoFlags([1])],
 };
 
-/** Builds a DSDT: devices under \_SB, in the order added. */
+/**
+ * The AML of one sleeping-state object at the root (ACPI 6.5, 7.4.2 \_Sx System States):
+ * `Name (_Sx, Package () { SLP_TYPa, SLP_TYPb, 0, 0 })`. On a hardware-reduced platform only
+ * the first value is used (the sleep control register's SLP_TYP field, 3 bits); the second
+ * is 0, the last two are reserved.
+ */
+export function sleepStateAml(state: number, slpTyp: number): Uint8Array {
+  if (!Number.isInteger(state) || state < 0 || state > 5) bad(`sleeping state S${String(state)} is not S0-S5`);
+  if (!Number.isInteger(slpTyp) || slpTyp < 0 || slpTyp > 7) bad(`SLP_TYP ${String(slpTyp)} is not 0-7 (a 3-bit field)`);
+  return name(`_S${state}`, pkg([integer(slpTyp), ZERO, ZERO, ZERO]));
+}
+
+/** Builds a DSDT: sleeping-state objects at the root, then devices under \_SB, in the order added. */
 export class DsdtBuilder {
   readonly #devices: AcpiDevice[] = [];
+  readonly #sleepStates = new Map<number, number>();
+
+  /** Declare sleeping state S`state` with its SLP_TYP value (sleepStateAml). Each state once. */
+  addSleepState(state: number, slpTyp: number): this {
+    if (this.#sleepStates.has(state)) bad(`duplicate sleeping state S${state}`);
+    sleepStateAml(state, slpTyp);                          // validate now
+    this.#sleepStates.set(state, slpTyp);
+    return this;
+  }
 
   /** Add one device under \_SB. Names must be unique. */
   addDevice(d: AcpiDevice): this {
@@ -286,7 +377,8 @@ export class DsdtBuilder {
 
   /** The AML body (definition block without the table header). */
   aml(): Uint8Array {
-    return scope('_SB', this.#devices.map(deviceAml));    // iasl's form of \_SB at the root
+    const states = [...this.#sleepStates].sort((a, b) => a[0] - b[0]).map(([s, t]) => sleepStateAml(s, t));
+    return concat([...states, scope('_SB', this.#devices.map(deviceAml))]);   // iasl's form of \_SB at the root
   }
 
   build(): Uint8Array {
@@ -294,9 +386,9 @@ export class DsdtBuilder {
   }
 }
 
-/** The DSDT of tshv's standard platform: COM1 and the PS/2 keyboard controller. */
+/** The DSDT of tshv's standard platform: \_S5 (soft off), COM1 and the PS/2 keyboard controller. */
 export function platformDsdt(): DsdtBuilder {
-  return new DsdtBuilder().addDevice(COM1_DEVICE).addDevice(PS2_KEYBOARD_DEVICE);
+  return new DsdtBuilder().addSleepState(5, PLATFORM_SLP_TYP_S5).addDevice(COM1_DEVICE).addDevice(PS2_KEYBOARD_DEVICE);
 }
 
 export interface AcpiTablesOptions {
