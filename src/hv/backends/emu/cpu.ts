@@ -30,6 +30,7 @@ import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
 import { compileBlock, DONE, JIT_THRESHOLD } from './jit.js';
+import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB } from './ops.js';
 import type { ExitHandler } from '../backend.js';
 import { sseStep } from './sse.js';
 import { x87Step } from './fpu.js';
@@ -63,8 +64,6 @@ export const MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_SYSENTER_CS = 0x174, MSR_
   MSR_CSTAR = 0xc0000083, MSR_SFMASK = 0xc0000084, MSR_FS_BASE = 0xc0000100, MSR_GS_BASE = 0xc0000101,
   MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103;
 
-// Lazy flag kinds.
-const FOP_NONE = 0, FOP_ADD = 1, FOP_ADC = 2, FOP_SUB = 3, FOP_SBB = 4, FOP_LOGIC = 5, FOP_INC = 6, FOP_DEC = 7;
 
 const TLB_BITS = 10;
 const TLB_SIZE = 1 << TLB_BITS;
@@ -1288,9 +1287,8 @@ export class Cpu {
         return ST_NEXT;
       }
       case 40 /* OP_JCC */:
-        if (this.cond(D[i + F_SUB]!)) return this.#jumpRel(i);
-        this.rip = this.#nextRip(i);
-        return ST_JUMP;
+        // Not taken: the block goes on (a conditional branch does not end a block, ops.ts ENDS_BLOCK).
+        return this.cond(D[i + F_SUB]!) ? this.#jumpRel(i) : ST_NEXT;
       case 41 /* OP_JMP_REL */: return this.#jumpRel(i);
       case 42 /* OP_CALL_REL */: {
         const ret = this.#nextRip(i);
@@ -1467,7 +1465,7 @@ export class Cpu {
         let b: number, bHi: number;
         if (D[i + F_OP] === OP_IMUL_R_RM_I) { b = D[i + F_IMM]!; bHi = D[i + F_IMMHI]!; }
         else { b = this.getR(D[i + F_REG]!, sz); bHi = this.vhi; }
-        this.#imulTrunc(sz, a, aHi, b, bHi);
+        this.imulTrunc(sz, a, aHi, b, bHi);
         this.setR(D[i + F_REG]!, sz, this.t0, this.t1);
         return ST_NEXT;
       }
@@ -1865,7 +1863,7 @@ export class Cpu {
   }
 
   /** Truncating signed multiply (IMUL r, r/m[, imm]): result in t0/t1, CF=OF on overflow. */
-  #imulTrunc(sz: number, a: number, aHi: number, b: number, bHi: number): void {
+  imulTrunc(sz: number, a: number, aHi: number, b: number, bHi: number): void {
     let of: boolean;
     if (sz === 3) {
       this.#muls64(a, aHi, b, bHi);
