@@ -65,6 +65,7 @@ export const MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_SYSENTER_CS = 0x174, MSR_
   MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103;
 
 
+const JC_BITS = 12, JC_SIZE = 1 << JC_BITS, JC_MASK = JC_SIZE - 1;
 const TLB_BITS = 10;
 const TLB_SIZE = 1 << TLB_BITS;
 const TLB_MASK = TLB_SIZE - 1;
@@ -146,6 +147,11 @@ export class Cpu {
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
+  // Jump cache (runSlice): linear RIP, translation generation, block and block key per slot.
+  readonly jcLin = new Float64Array(JC_SIZE).fill(NaN);
+  readonly jcGen = new Float64Array(JC_SIZE);
+  readonly jcBlk = new Int32Array(JC_SIZE);
+  readonly jcKey = new Float64Array(JC_SIZE);
   /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
   gen = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
@@ -1032,7 +1038,6 @@ export class Cpu {
   runSlice(budget: number): number {
     const start = this.instret;
     const cache = this.cache;
-    let prev = -1;
     this.exitReason = 0;
     let pollIn = 0;
     // Bounded by iterations too: a guest whose exception handler faults again at once makes
@@ -1058,24 +1063,22 @@ export class Cpu {
         }
       }
       if (this.halted) return (this.eflags & IF) !== 0 || this.nmiPending ? RUN_HALT_WAIT : RUN_HALTED;
-      // Block chaining: the successor recorded for the previous block is reused when the
-      // linear RIP and the translation generation (see `gen`) still match.
+      // The jump cache (QEMU's tb_jmp_cache): linear RIP -> block, valid while the translation
+      // generation (see `gen`) is the one that found it and the block still holds the same
+      // physical address and mode (block ids are reused after a flush).
       const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
-      let b: number;
-      if (prev >= 0 && cache.succLin[prev] === lin && cache.succGen[prev] === this.gen && cache.blkValid[cache.succ[prev]!] === 1) {
-        b = cache.succ[prev]!;
-      } else {
+      const h = (lin ^ (lin >>> JC_BITS)) & JC_MASK;
+      let b = this.jcBlk[h]!;
+      if (this.jcLin[h] !== lin || this.jcGen[h] !== this.gen || cache.blkValid[b] !== 1 || cache.blkKey[b] !== this.jcKey[h]) {
         b = this.#findBlock();
         if (b < 0) {
-          prev = -1;
           if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }
           if (this.exitReason !== 0) return this.exitReason;
           if (b === -2) return RUN_ERROR;
           continue;
         }
-        if (prev >= 0) { cache.succ[prev] = b; cache.succLin[prev] = lin; cache.succGen[prev] = this.gen; }
+        this.jcLin[h] = lin; this.jcGen[h] = this.gen; this.jcBlk[h] = b; this.jcKey[h] = cache.blkKey[b]!;
       }
-      prev = b;
       this.#execBlock(b);
       if (this.exitReason !== 0) return this.exitReason;
     }
