@@ -22,7 +22,7 @@ import {
   ENDS_BLOCK, F_BASE, F_DISP, F_FL, F_IMM, F_IMM2, F_IMMHI, F_INDEX, F_IOFF, F_LEN, F_OP, F_REG, F_RM, F_SCALE,
   F_SUB, FL_MEM, FL_REP, FL_REPNE, FL_RIPREL, LOG_STRIDE, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_NONE,
   SEG_SS, SEG_TR, OP_ALU_RM_I, OP_BSF, OP_BT_RM_I, OP_BT_RM_R, OP_CALL_RM, OP_CALLF, OP_CALLF_RM, OP_DEC_RM,
-  OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM_I, OP_IN, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOVSX, OP_NEG_RM,
+  OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM_I, OP_IN, OP_JMP_REL, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOVSX, OP_NEG_RM,
   OP_POPCNT, OP_RDMSR, OP_RDTSCP, OP_SHRD, OP_TEST_RM_I, STR_CMPS, STR_INS, STR_LODS, STR_MOVS, STR_OUTS, STR_SCAS,
   STR_STOS,
 } from './ops.js';
@@ -1149,7 +1149,16 @@ export class Cpu {
       off += len;
       n++;
       if (pageStart + off > 4096) break;   // the last instruction crosses into page2
-      if (ENDS_BLOCK[D[at + F_OP]!] !== 0 || pageStart + off >= 4096) break;
+      const op = D[at + F_OP]!;
+      if (op === OP_JMP_REL && this.mode === 2) {
+        // Follow a direct jump forward within the page: the block goes on at the target, so
+        // the jump costs no dispatch. (The interpreter still leaves the block at the JMP; a
+        // compiled block falls through to the target.) The block's end (`off`, RIP after its
+        // last instruction) is then the end of the last instruction decoded.
+        const t = off + D[at + F_IMM]!;
+        if (t > off && pageStart + t < 4096 && n < MAX_BLOCK_INSNS) { off = t; continue; }
+      }
+      if (ENDS_BLOCK[op] !== 0 || pageStart + off >= 4096) break;
     }
     if (pageStart + off <= 4096) page2 = -1;
     return cache.commit(pa, this.mode, n, off, page2);
@@ -1161,7 +1170,7 @@ export class Cpu {
     this.ripBase = this.rip;
     const fn = cache.blkFn[b];
     if (fn !== undefined) {
-      const r = fn(this, this.R);
+      const r = fn(this, this.R, first << LOG_STRIDE);
       if (r === DONE) { this.instret += n; this.rip = this.wrapIp(this.ripBase + cache.blkBytes[b]!); return; }
       if (r >= 0) { this.instret += r + 1; return; }
       const k = -(r + 1);
@@ -1853,16 +1862,29 @@ export class Cpu {
   }
   /** Signed 64x64 -> 128 (limbs in #q). */
   #muls64(aLo: number, aHi: number, bLo: number, bHi: number): void {
-    this.#mulu64(aLo, aHi, bLo, bHi);
     const q = this.#q;
+    if (aHi === aLo >> 31 && bHi === bLo >> 31) {
+      // Both fit in 32 signed bits (small values, immediates): the double product is exact
+      // below 2^53 in magnitude.
+      const p = aLo * bLo;
+      if (p <= 9007199254740991 && p >= -9007199254740991) {
+        const hi = Math.floor(p / TWO32);
+        q[0] = (p - hi * TWO32) | 0; q[1] = hi | 0; q[2] = q[3] = p < 0 ? -1 : 0;
+        return;
+      }
+    }
+    this.#mulu64(aLo, aHi, bLo, bHi);
     // high -= (a < 0 ? b : 0) + (b < 0 ? a : 0)
-    const subHigh = (lo: number, hi: number): void => {
-      const s = (q[2]! >>> 0) - (lo >>> 0);
+    if (aHi < 0) {
+      const s = (q[2]! >>> 0) - (bLo >>> 0);
       q[2] = s | 0;
-      q[3] = (q[3]! - hi - (s < 0 ? 1 : 0)) | 0;
-    };
-    if (aHi < 0) subHigh(bLo, bHi);
-    if (bHi < 0) subHigh(aLo, aHi);
+      q[3] = (q[3]! - bHi - (s < 0 ? 1 : 0)) | 0;
+    }
+    if (bHi < 0) {
+      const s = (q[2]! >>> 0) - (aLo >>> 0);
+      q[2] = s | 0;
+      q[3] = (q[3]! - aHi - (s < 0 ? 1 : 0)) | 0;
+    }
   }
 
   /** Truncating signed multiply (IMUL r, r/m[, imm]): result in t0/t1, CF=OF on overflow. */

@@ -8,7 +8,7 @@
  * operand size, shifts and rotates by constants (0, 1, 31, 32, 63), IMUL, sign extensions,
  * XCHG/BSWAP/NOT/NEG, MOVZX/MOVSX from memory, loops whose back edge targets the block's first
  * instruction or one in its middle, forward skips inside a block, loops longer than
- * LOOP_ITERATIONS, and indirect jumps and calls through registers and memory. Inputs come from
+ * LOOP_ITERATIONS, direct forward jumps the decoder follows, and indirect jumps and calls through registers and memory. Inputs come from
  * a xorshift generator in r13, so data-dependent branches go both ways across iterations. After
  * each case RAX, RBX, RDX and the flags are folded into r12 and stored in `results`.
  */
@@ -51,6 +51,8 @@ function cases(): string[] {
   out.push(`${load}\nmov ecx, eax\nand ecx, 15\ninc ecx\n1:\nadd rax, rcx\nrol rbx, 3\ndec ecx\njnz 1b\ntest al, 1\njz 2f\nadd rbx, 3\n2:`);
   out.push(`${load}\nmov ecx, ${LOOP_ITERATIONS * 3 + 7}\n1:\nxor rax, rcx\nimul rax, rax, 13\nsub ecx, 1\njnz 1b`);
   out.push(`${load}\nmov ecx, ebx\nand ecx, 63\n1:\ncmp ecx, 40\njb 2f\nadd rax, 1\n2:\nsub ecx, 1\njns 1b`);
+  // A direct forward JMP inside the page (the decoder follows it: one block across the gap).
+  out.push(`${load}\njmp 5f\nud2\nadd rax, 99\n5:\nadd rbx, rax\ntest al, 4\njz 6f\njmp 7f\n6:\nsub rbx, 3\n7:\nxor rax, rbx`);
   // Indirect jumps and calls (register and memory), and PUSH imm.
   out.push(`${load}\nlea rdx, [rip + 3f]\njmp rdx\nud2\n3:\nlea rcx, [rip + fn_add]\ncall rcx\ncall qword ptr [rip + fptr]\npush -77\npop rdx`);
   return out;

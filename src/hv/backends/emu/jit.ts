@@ -64,12 +64,21 @@ export interface JitCpu {
   pop(sz: number): number;
 }
 
-export type BlockFn = (c: JitCpu, R: Int32Array) => number;
+/** A compiled block: `F` is the pool index of its first record. */
+export type BlockFn = (c: JitCpu, R: Int32Array, F: number) => number;
 export const DONE = 0x10000;
 /** Executions of a block before it is compiled. */
 export const JIT_THRESHOLD = 40;
 /** Iterations a self-looping compiled block runs before it gives the dispatcher a turn (interrupts, timers). */
 export const LOOP_ITERATIONS = 64;
+
+/**
+ * The pool index of record `i` in generated code: relative to the block's first record (the
+ * parameter F), so that the source of a block does not depend on where the block sits in the
+ * pool and identical code shares one compiled function (see `compiled`).
+ */
+let recBase = 0;
+function recRef(i: number): string { return `F + ${i - recBase}`; }
 
 /** Register operand read into consts `lo`/`hi` (hi is 0 below 64 bits). */
 function rdReg(r: number, sz: number, lo: string, hi: string): string {
@@ -107,7 +116,7 @@ function eaCode(D: Int32Array, i: number, mode: number, exc: string): string {
   const fl = D[i + F_FL]!;
   const asz = (fl & FL_ASZ_MASK) >> FL_ASZ_SHIFT;
   const seg = (fl & FL_SEG_MASK) >> FL_SEG_SHIFT;
-  if (mode !== 2 || asz !== 3) return `const lin = c.ea(${i}); if (c.excVec !== -1) ${exc}`;
+  if (mode !== 2 || asz !== 3) return `const lin = c.ea(${recRef(i)}); if (c.excVec !== -1) ${exc}`;
   const vec = seg === SEG_SS ? 12 : 13;
   const lo: string[] = [], hi: string[] = [];
   let pre = '';
@@ -374,10 +383,22 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
   }
 }
 
+/**
+ * Compiled functions by source, shared by every block (of every partition in the process) with
+ * the same code: the same kernel or library code decoded again after an invalidation or a cache
+ * flush, or at another physical address, reuses the function and the machine code V8 has
+ * already optimized for it. Bounded: cleared when full.
+ */
+const compiled = new Map<string, BlockFn>();
+const MAX_SHARED_FNS = 1 << 16;
+/** Blocks that reused a compiled function (statistics). */
+export const compileStats = { shared: 0 };
+
 /** Compile a decoded block; returns null when nothing in it benefits. */
 export function compileBlock(D: Int32Array, first: number, count: number, mode: number): BlockFn | null {
   const out: string[] = [];
   const f = new FlagState();
+  recBase = first << LOG_STRIDE;
   let inline = 0;
   // Branches to an instruction of the same block (a loop back to its head, a skip forward)
   // stay inside the compiled function: its body is a switch on the instruction index inside a
@@ -391,7 +412,9 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     if (mode !== 2 || (op !== OP_JCC && op !== OP_JMP_REL) || (D[i + F_FL]! & 3) !== 3) return -1;
     return offToIdx.get(D[i + F_IOFF]! + D[i + F_LEN]! + D[i + F_IMM]!) ?? -1;
   };
-  for (let k = 0; k < count; k++) { const j = internal(k); if (j >= 0) targets.add(j); }
+  // A JMP to the next record is a jump the decoder followed (cpu.ts #decodeBlock): it falls through.
+  const followed = (k: number): boolean => D[((first + k) << LOG_STRIDE) + F_OP] === OP_JMP_REL && internal(k) === k + 1;
+  for (let k = 0; k < count; k++) { const j = internal(k); if (j >= 0 && !followed(k)) targets.add(j); }
   const dispatch = targets.size > 0;
   for (let k = 0; k < count; k++) {
     const i = (first + k) << LOG_STRIDE;
@@ -552,6 +575,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
       }
       case OP_JCC: case OP_JMP_REL: {
         if (mode !== 2) break;
+        if (followed(k)) { code = ''; break; }
         const target = next + D[i + F_IMM]!;
         const j = internal(k);
         // An internal jump from k to j: the caller counts instructions by position (r + 1 at
@@ -590,7 +614,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         break;
       case OP_SSE: {
         f.forget();   // COMISS/UCOMISD set the flags
-        const slow = `{ const st = c.sse(${i}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
+        const slow = `{ const st = c.sse(${recRef(i)}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
         code = sseCode(D, i, mode, exc, brkCheck, slow) ?? slow;
         break;
       }
@@ -598,13 +622,20 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     }
     if (code === null) {
       f.forget();
-      code = `{ const st = c.step(${i}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
+      code = `{ const st = c.step(${recRef(i)}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
     } else inline++;
     out.push(`{ ${code} }`);
   }
   if (inline === 0) return null;
   out.push(`return ${DONE};`);
   const body = dispatch ? `let pc = 0, it = 0; for (;;) { switch (pc) {\n${out.join('\n')}\n} }` : out.join('\n');
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
-  return new Function('c', 'R', `let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`) as BlockFn;
+  const src = `let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`;
+  let fn = compiled.get(src);
+  if (fn === undefined) {
+    if (compiled.size >= MAX_SHARED_FNS) compiled.clear();
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
+    fn = new Function('c', 'R', 'F', src) as BlockFn;
+    compiled.set(src, fn);
+  } else compileStats.shared++;
+  return fn;
 }
