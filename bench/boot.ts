@@ -28,8 +28,10 @@
  * (ratio = tshv_s / qemu_tcg_s). Without QEMU it says so and exits 0.
  *
  * The command lines differ only in what each platform needs (vmwp/linux.ts assembleCmdline):
- *   - tshv adds emu's `tsc_early_khz=1000000 lpj=4000000` (cmdlineHints('emu'): emu reports no
- *     TSC frequency in CPUID yet, and its platform has no PIT or HPET to calibrate against);
+ *   - tshv adds emu's `tsc_early_khz=1000000 tsc=reliable lpj=4000000` (cmdlineHints('emu'): emu
+ *     reports no TSC frequency in CPUID yet, its platform has no PIT or HPET to calibrate
+ *     against, and its TSC counts host time, which the clocksource watchdog would otherwise
+ *     compare with lagging jiffies);
  *     QEMU gets no hints (cmdlineHints('kvm') is empty): its microvm has a PIT that Linux
  *     calibrates the TSC against.
  *   - nothing else: both get the image's line, the console parameters, panic=-1, reboot=acpi, `quiet

@@ -84,7 +84,8 @@ export function buildBenchGuest(rounds: number, trivial = false): Uint8Array {
   }
 }
 
-export interface EmuResult { seconds: number; instructions: number; serial: string; exit: string }
+/** `cpuSeconds`: the process's CPU time over the run (a steadier figure than wall time on a shared host). */
+export interface EmuResult { seconds: number; cpuSeconds: number; instructions: number; serial: string; exit: string }
 
 export async function runOnEmu(image: Uint8Array): Promise<EmuResult> {
   const inner = createEmuBackend();
@@ -101,13 +102,15 @@ export async function runOnEmu(image: Uint8Array): Promise<EmuResult> {
   try {
     const base = await vm.getVpState(0);
     await vm.setVpState(0, loadFlatImage(vm.memory, image, { mode: 'long64', loadGpa: LOAD_GPA, base }));
-    const t0 = performance.now();
+    const t0 = performance.now(), c0 = process.cpuUsage();
     const exit = await vm.run({ timeoutMs: 600_000 });
     const seconds = (performance.now() - t0) / 1000;
+    const c1 = process.cpuUsage(c0);
+    const cpuSeconds = (c1.user + c1.system) / 1e6;
     const p = partition as EmuPartition | null;
     const instructions = p === null ? 0 : p.vps.reduce((s, vp) => s + vp.cpu.instret, 0);
     const ex = exit.kind === 'testExit' ? `testExit 0x${exit.code.toString(16)}` : exit.kind;
-    return { seconds, instructions, serial: Buffer.from(chunks).toString('latin1'), exit: ex };
+    return { seconds, cpuSeconds, instructions, serial: Buffer.from(chunks).toString('latin1'), exit: ex };
   } finally {
     vm.dispose();
   }
@@ -172,7 +175,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write([
     `bench:cpu  guest bench/guests/cpu-bench.c, ${rounds} rounds, checksum ${ce} (same on both)`,
-    `  tshv emu:  ${emu.seconds.toFixed(3)} s, ${(emu.instructions / 1e6).toFixed(1)} M guest instructions, ${mips.toFixed(1)} MIPS`,
+    `  tshv emu:  ${emu.seconds.toFixed(3)} s (${emu.cpuSeconds.toFixed(3)} s CPU), ${(emu.instructions / 1e6).toFixed(1)} M guest instructions, ${mips.toFixed(1)} MIPS`,
     `  QEMU TCG:  ${qemuS.toFixed(3)} s (${qemuFull.toFixed(3)} s process - ${qemuStart.toFixed(3)} s start-up/shutdown; ${q.ok ? q.version : ''})`,
     `  ratio tshv/QEMU: ${ratio.toFixed(2)} (target: at most 10)`,
     '',

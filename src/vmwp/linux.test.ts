@@ -29,6 +29,7 @@ describe('cmdline', () => {
     const c = assembleCmdline({ base: DEFAULT_CMDLINE, backend: 'emu' });
     const params = c.split(' ');
     assert.ok(params.includes('tsc_early_khz=1000000'));
+    assert.ok(params.includes('tsc=reliable'));
     assert.ok(params.includes('lpj=4000000'));
     assert.ok(params.includes('earlyprintk=serial,ttyS0,115200'));
     assert.ok(params.includes('rdinit=/init'));
@@ -45,7 +46,7 @@ describe('cmdline', () => {
 
   it('userParametersWin', () => {
     const c = assembleCmdline({ base: '  console=ttyS1  panic=5 lpj=1 ', backend: 'emu' });
-    assert.equal(c, 'console=ttyS1 panic=5 lpj=1 tsc_early_khz=1000000 earlyprintk=serial,ttyS0,115200 reboot=acpi');
+    assert.equal(c, 'console=ttyS1 panic=5 lpj=1 tsc_early_khz=1000000 tsc=reliable earlyprintk=serial,ttyS0,115200 reboot=acpi');
   });
 
   it('initArgumentsStayAfterDashes', () => {

@@ -43,7 +43,7 @@ describe('worker: Linux boot kind', { skip, timeout: 90_000 }, () => {
       await Promise.race([banner, late]).finally(() => clearTimeout(timer));
       assert.match(serial, /Linux version \d+\.\d+\.\d+/);
       const line = /Command line: (.*)/.exec(serial)?.[1] ?? '';
-      assert.match(line, /tsc_early_khz=1000000 lpj=4000000/);
+      assert.match(line, /tsc_early_khz=1000000 tsc=reliable lpj=4000000/);
       assert.match(line, /panic=-1/);
       assert.doesNotMatch(line, /tshv\.exec/);
     } finally {

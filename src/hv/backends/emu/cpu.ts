@@ -22,7 +22,7 @@ import {
   ENDS_BLOCK, F_BASE, F_DISP, F_FL, F_IMM, F_IMM2, F_IMMHI, F_INDEX, F_IOFF, F_LEN, F_OP, F_REG, F_RM, F_SCALE,
   F_SUB, FL_MEM, FL_REP, FL_REPNE, FL_RIPREL, LOG_STRIDE, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_NONE,
   SEG_SS, SEG_TR, OP_ALU_RM_I, OP_BSF, OP_BT_RM_I, OP_BT_RM_R, OP_CALL_RM, OP_CALLF, OP_CALLF_RM, OP_DEC_RM,
-  OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM_I, OP_IN, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOVSX, OP_NEG_RM,
+  OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM_I, OP_IN, OP_JMP_REL, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOVSX, OP_NEG_RM,
   OP_POPCNT, OP_RDMSR, OP_RDTSCP, OP_SHRD, OP_TEST_RM_I, STR_CMPS, STR_INS, STR_LODS, STR_MOVS, STR_OUTS, STR_SCAS,
   STR_STOS,
 } from './ops.js';
@@ -30,6 +30,7 @@ import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
 import { compileBlock, DONE, JIT_THRESHOLD } from './jit.js';
+import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB } from './ops.js';
 import type { ExitHandler } from '../backend.js';
 import { sseStep } from './sse.js';
 import { x87Step } from './fpu.js';
@@ -63,9 +64,8 @@ export const MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_SYSENTER_CS = 0x174, MSR_
   MSR_CSTAR = 0xc0000083, MSR_SFMASK = 0xc0000084, MSR_FS_BASE = 0xc0000100, MSR_GS_BASE = 0xc0000101,
   MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103;
 
-// Lazy flag kinds.
-const FOP_NONE = 0, FOP_ADD = 1, FOP_ADC = 2, FOP_SUB = 3, FOP_SBB = 4, FOP_LOGIC = 5, FOP_INC = 6, FOP_DEC = 7;
 
+const JC_BITS = 12, JC_SIZE = 1 << JC_BITS, JC_MASK = JC_SIZE - 1;
 const TLB_BITS = 10;
 const TLB_SIZE = 1 << TLB_BITS;
 const TLB_MASK = TLB_SIZE - 1;
@@ -147,6 +147,11 @@ export class Cpu {
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
+  // Jump cache (runSlice): linear RIP, translation generation, block and block key per slot.
+  readonly jcLin = new Float64Array(JC_SIZE).fill(NaN);
+  readonly jcGen = new Float64Array(JC_SIZE);
+  readonly jcBlk = new Int32Array(JC_SIZE);
+  readonly jcKey = new Float64Array(JC_SIZE);
   /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
   gen = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
@@ -1033,7 +1038,6 @@ export class Cpu {
   runSlice(budget: number): number {
     const start = this.instret;
     const cache = this.cache;
-    let prev = -1;
     this.exitReason = 0;
     let pollIn = 0;
     // Bounded by iterations too: a guest whose exception handler faults again at once makes
@@ -1059,25 +1063,31 @@ export class Cpu {
         }
       }
       if (this.halted) return (this.eflags & IF) !== 0 || this.nmiPending ? RUN_HALT_WAIT : RUN_HALTED;
-      // Block chaining: the successor recorded for the previous block is reused when the
-      // linear RIP and the translation generation (see `gen`) still match.
+      // The jump cache (QEMU's tb_jmp_cache): linear RIP -> block, valid while the translation
+      // generation (see `gen`) is the one that found it and the block still holds the same
+      // physical address and mode (block ids are reused after a flush).
       const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
-      let b: number;
-      if (prev >= 0 && cache.succLin[prev] === lin && cache.succGen[prev] === this.gen && cache.blkValid[cache.succ[prev]!] === 1) {
-        b = cache.succ[prev]!;
-      } else {
+      const h = (lin ^ (lin >>> JC_BITS)) & JC_MASK;
+      let b = this.jcBlk[h]!;
+      if (this.jcLin[h] !== lin || this.jcGen[h] !== this.gen || cache.blkValid[b] !== 1 || cache.blkKey[b] !== this.jcKey[h]) {
         b = this.#findBlock();
         if (b < 0) {
-          prev = -1;
           if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }
           if (this.exitReason !== 0) return this.exitReason;
           if (b === -2) return RUN_ERROR;
           continue;
         }
-        if (prev >= 0) { cache.succ[prev] = b; cache.succLin[prev] = lin; cache.succGen[prev] = this.gen; }
+        this.jcLin[h] = lin; this.jcGen[h] = this.gen; this.jcBlk[h] = b; this.jcKey[h] = cache.blkKey[b]!;
       }
-      prev = b;
-      this.#execBlock(b);
+      // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
+      const fn = cache.blkFn[b];
+      if (fn !== undefined) {
+        this.ripBase = this.rip;
+        const r = fn(this, this.R, cache.blkFirst[b]! << LOG_STRIDE);
+        if (r === DONE) { this.instret += cache.blkCount[b]!; this.rip = this.wrapIp(this.ripBase + cache.blkBytes[b]!); }
+        else if (r >= 0) this.instret += r + 1;
+        else this.#compiledFault(b, r);
+      } else this.#execBlock(b);
       if (this.exitReason !== 0) return this.exitReason;
     }
     return RUN_SLICE;
@@ -1147,30 +1157,37 @@ export class Cpu {
       off += len;
       n++;
       if (pageStart + off > 4096) break;   // the last instruction crosses into page2
-      if (ENDS_BLOCK[D[at + F_OP]!] !== 0 || pageStart + off >= 4096) break;
+      const op = D[at + F_OP]!;
+      if (op === OP_JMP_REL && this.mode === 2) {
+        // Follow a direct jump forward within the page: the block goes on at the target, so
+        // the jump costs no dispatch. (The interpreter still leaves the block at the JMP; a
+        // compiled block falls through to the target.) The block's end (`off`, RIP after its
+        // last instruction) is then the end of the last instruction decoded.
+        const t = off + D[at + F_IMM]!;
+        if (t > off && pageStart + t < 4096 && n < MAX_BLOCK_INSNS) { off = t; continue; }
+      }
+      if (ENDS_BLOCK[op] !== 0 || pageStart + off >= 4096) break;
     }
     if (pageStart + off <= 4096) page2 = -1;
     return cache.commit(pa, this.mode, n, off, page2);
   }
 
+  /** A compiled block ended with an exception at instruction -(r+1): retire what ran, deliver it. */
+  #compiledFault(b: number, r: number): void {
+    const k = -(r + 1);
+    this.instret += k;
+    this.rip = this.wrapIp(this.ripBase + this.D[((this.cache.blkFirst[b]! + k) << LOG_STRIDE) + F_IOFF]!);
+    const v = this.excVec, c = this.excCode;
+    this.excVec = -1;
+    if (v === -2) { this.exitReason = RUN_ERROR; return; }
+    this.deliver(v, this.#hasErrorCode(v) ? c : -1, 0);
+  }
+
+  /** Run block b in the interpreter (compiling it once it is hot). */
   #execBlock(b: number): void {
     const cache = this.cache;
     const first = cache.blkFirst[b]!, n = cache.blkCount[b]!;
     this.ripBase = this.rip;
-    const fn = cache.blkFn[b];
-    if (fn !== undefined) {
-      const r = fn(this, this.R);
-      if (r === DONE) { this.instret += n; this.rip = this.wrapIp(this.ripBase + cache.blkBytes[b]!); return; }
-      if (r >= 0) { this.instret += r + 1; return; }
-      const k = -(r + 1);
-      this.instret += k;
-      this.rip = this.wrapIp(this.ripBase + this.D[((first + k) << LOG_STRIDE) + F_IOFF]!);
-      const v = this.excVec, c = this.excCode;
-      this.excVec = -1;
-      if (v === -2) { this.exitReason = RUN_ERROR; return; }
-      this.deliver(v, this.#hasErrorCode(v) ? c : -1, 0);
-      return;
-    }
     const execs = cache.blkExec[b]! + 1;
     cache.blkExec[b] = execs;
     if (execs === JIT_THRESHOLD && this.jit && cache.blkValid[b] === 1) {
@@ -1288,9 +1305,8 @@ export class Cpu {
         return ST_NEXT;
       }
       case 40 /* OP_JCC */:
-        if (this.cond(D[i + F_SUB]!)) return this.#jumpRel(i);
-        this.rip = this.#nextRip(i);
-        return ST_JUMP;
+        // Not taken: the block goes on (a conditional branch does not end a block, ops.ts ENDS_BLOCK).
+        return this.cond(D[i + F_SUB]!) ? this.#jumpRel(i) : ST_NEXT;
       case 41 /* OP_JMP_REL */: return this.#jumpRel(i);
       case 42 /* OP_CALL_REL */: {
         const ret = this.#nextRip(i);
@@ -1467,7 +1483,7 @@ export class Cpu {
         let b: number, bHi: number;
         if (D[i + F_OP] === OP_IMUL_R_RM_I) { b = D[i + F_IMM]!; bHi = D[i + F_IMMHI]!; }
         else { b = this.getR(D[i + F_REG]!, sz); bHi = this.vhi; }
-        this.#imulTrunc(sz, a, aHi, b, bHi);
+        this.imulTrunc(sz, a, aHi, b, bHi);
         this.setR(D[i + F_REG]!, sz, this.t0, this.t1);
         return ST_NEXT;
       }
@@ -1852,20 +1868,33 @@ export class Cpu {
   }
   /** Signed 64x64 -> 128 (limbs in #q). */
   #muls64(aLo: number, aHi: number, bLo: number, bHi: number): void {
-    this.#mulu64(aLo, aHi, bLo, bHi);
     const q = this.#q;
+    if (aHi === aLo >> 31 && bHi === bLo >> 31) {
+      // Both fit in 32 signed bits (small values, immediates): the double product is exact
+      // below 2^53 in magnitude.
+      const p = aLo * bLo;
+      if (p <= 9007199254740991 && p >= -9007199254740991) {
+        const hi = Math.floor(p / TWO32);
+        q[0] = (p - hi * TWO32) | 0; q[1] = hi | 0; q[2] = q[3] = p < 0 ? -1 : 0;
+        return;
+      }
+    }
+    this.#mulu64(aLo, aHi, bLo, bHi);
     // high -= (a < 0 ? b : 0) + (b < 0 ? a : 0)
-    const subHigh = (lo: number, hi: number): void => {
-      const s = (q[2]! >>> 0) - (lo >>> 0);
+    if (aHi < 0) {
+      const s = (q[2]! >>> 0) - (bLo >>> 0);
       q[2] = s | 0;
-      q[3] = (q[3]! - hi - (s < 0 ? 1 : 0)) | 0;
-    };
-    if (aHi < 0) subHigh(bLo, bHi);
-    if (bHi < 0) subHigh(aLo, aHi);
+      q[3] = (q[3]! - bHi - (s < 0 ? 1 : 0)) | 0;
+    }
+    if (bHi < 0) {
+      const s = (q[2]! >>> 0) - (aLo >>> 0);
+      q[2] = s | 0;
+      q[3] = (q[3]! - aHi - (s < 0 ? 1 : 0)) | 0;
+    }
   }
 
   /** Truncating signed multiply (IMUL r, r/m[, imm]): result in t0/t1, CF=OF on overflow. */
-  #imulTrunc(sz: number, a: number, aHi: number, b: number, bHi: number): void {
+  imulTrunc(sz: number, a: number, aHi: number, b: number, bHi: number): void {
     let of: boolean;
     if (sz === 3) {
       this.#muls64(a, aHi, b, bHi);

@@ -1,28 +1,39 @@
 /**
  * The compiling tier (ADR 0007): a hot decoded block becomes one JavaScript function.
  *
- * The common register/memory forms (MOV, ALU, TEST, INC/DEC, Jcc/JMP, PUSH/POP) are emitted
- * inline with their decoded fields as constants, calling the interpreter's small helpers
- * (memory access, lazy flags), which V8 inlines; so are the hottest SSE2 forms (128-bit moves,
- * PXOR/POR/PAND/PANDN/PCMPEQB/PCMPEQD/PADDD/PSUBD, PMOVMSKB), behind an inline check of
- * CR0.EM/TS and CR4.OSFXSR. Other SSE instructions call `cpu.sse(i)`, and every other
- * instruction `cpu.step(i)`, so the compiled block has exactly the interpreter's semantics,
- * instruction by instruction.
+ * What is emitted inline, with the decoded fields as constants:
+ *  - MOV/MOVZX/MOVSX/LEA/XCHG/BSWAP/CBW/CWD, PUSH/POP/CALL/RET/JMP (direct and indirect) in
+ *    64-bit code, effective addresses (incl. RIP-relative) with their canonical checks;
+ *  - ALU (ADD..CMP), TEST, INC/DEC, NEG/NOT, shifts and rotates by a constant, IMUL: the lazy
+ *    flag record (`fOp`, `fDst`...) is written through to the processor at once, exactly as
+ *    the interpreter writes it, and also kept in locals, so Jcc/SETcc/CMOVcc/ADC/SBB after a
+ *    flag-setting instruction of the same block test the operands directly (a CMP followed by
+ *    JB is one unsigned compare) without calling `cond`;
+ *  - a block that ends with a branch back to its own first byte (a loop) runs as a JavaScript
+ *    loop for up to LOOP_ITERATIONS iterations before it returns to the dispatcher;
+ *  - the hottest SSE2 forms (128-bit moves, PXOR/POR/PAND/PANDN/PCMPEQB/PCMPEQD/PADDD/PSUBD,
+ *    PMOVMSKB), behind an inline check of CR0.EM/TS and CR4.OSFXSR.
+ * Other SSE instructions call `cpu.sse(i)`, and every other instruction `cpu.step(i)`, so the
+ * compiled block has exactly the interpreter's semantics, instruction by instruction; the
+ * differential tests run the same programs hot and cold and compare.
  *
  * Return value of a compiled block (`BlockFn`):
  *   0 <= r < DONE : the block ended at instruction r with RIP already set (branch, fallback exit)
  *   r == DONE     : ran to the end; the caller sets RIP to the end of the block
  *   r < 0         : instruction -(r+1) raised the exception in cpu.excVec/excCode
+ * Completed loop iterations add to `instret` themselves; the caller counts the last one.
  *
  * DEVNOTE: the source is built only from integers of the decoded record (never guest
  * strings), so `new Function` cannot be steered into running anything but these templates.
  */
 import {
-  F_BASE, F_DISP, F_FL, F_IMM, F_IMMHI, F_INDEX, F_IOFF, F_LEN, F_OP, F_REG, F_RM, F_SCALE, F_SUB, FL_ASZ_MASK,
-  FL_ASZ_SHIFT, FL_MEM, FL_RIPREL, FL_SEG_MASK, FL_SEG_SHIFT, LOG_STRIDE, SEG_NONE,
+  F_BASE, F_DISP, F_FL, F_IMM, F_IMM2, F_IMMHI, F_INDEX, F_IOFF, F_LEN, F_OP, F_REG, F_RM, F_SCALE, F_SUB, FL_ASZ_MASK,
+  FL_ASZ_SHIFT, FL_MEM, FL_RIPREL, FL_SEG_MASK, FL_SEG_SHIFT, LOG_STRIDE, SEG_NONE, SEG_SS,
   OP_ALU_R_RM, OP_ALU_RM_I, OP_ALU_RM_R, OP_DEC_RM, OP_INC_RM, OP_JCC, OP_JMP_REL, OP_MOV_R_I, OP_MOV_R_RM,
   OP_MOV_RM_R, OP_NOP, OP_POP_R, OP_PUSH_R, OP_TEST_RM_I, OP_TEST_RM_R, OP_MOVZX, OP_MOVSX, OP_SETCC, OP_CMOVCC,
-  OP_LEA, OP_CALL_REL, OP_RET, OP_MOV_RM_I, OP_SSE,
+  OP_LEA, OP_CALL_REL, OP_RET, OP_MOV_RM_I, OP_SSE, OP_JMP_RM, OP_CALL_RM, OP_SHIFT, OP_IMUL_R_RM, OP_IMUL_R_RM_I,
+  OP_CBW, OP_CWD, OP_NOT_RM, OP_NEG_RM, OP_XCHG_RM_R, OP_XCHG_AX, OP_BSWAP, OP_PUSH_I,
+  FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_SBB, FOP_SUB,
 } from './ops.js';
 
 /**
@@ -31,6 +42,8 @@ import {
  */
 export interface JitCpu {
   excVec: number; excCode: number; brk: number; rip: number; ripBase: number; vhi: number; rhi: number;
+  t0: number; t1: number; instret: number; eflags: number;
+  fOp: number; fSz: number; fDst: number; fDstHi: number; fSrc: number; fSrcHi: number; fRes: number; fResHi: number; fCin: number;
   readonly sBase: Float64Array;
   readonly xmm: { readonly x: Int32Array };
   cr0: number; cr4: number;
@@ -43,31 +56,45 @@ export interface JitCpu {
   wr8(lin: number, v: number): void; wr16(lin: number, v: number): void; wr32(lin: number, v: number): void;
   wr64(lin: number, lo: number, hi: number): void; wrN(lin: number, sz: number, lo: number, hi: number): void;
   probeW(lin: number, sz: number): boolean;
-  alu(k: number, sz: number, a: number, aHi: number, b: number, bHi: number): number;
-  logic(sz: number, r: number, rHi: number): number;
-  incdec(sz: number, a: number, aHi: number, dec: boolean): number;
   cond(cc: number): boolean;
-  setR(r: number, sz: number, lo: number, hi: number): void;
+  getCF(): number;
+  materialize(): void;
+  imulTrunc(sz: number, a: number, aHi: number, b: number, bHi: number): void;
   push(sz: number, lo: number, hi: number): boolean;
   pop(sz: number): number;
 }
 
-export type BlockFn = (c: JitCpu, R: Int32Array) => number;
+/** A compiled block: `F` is the pool index of its first record. */
+export type BlockFn = (c: JitCpu, R: Int32Array, F: number) => number;
 export const DONE = 0x10000;
 /** Executions of a block before it is compiled. */
 export const JIT_THRESHOLD = 40;
+/** Iterations a self-looping compiled block runs before it gives the dispatcher a turn (interrupts, timers). */
+export const LOOP_ITERATIONS = 64;
 
-/** Register operand read as a JS expression; sets `vh` for 64-bit. */
+/**
+ * The pool index of record `i` in generated code: relative to the block's first record (the
+ * parameter F), so that the source of a block does not depend on where the block sits in the
+ * pool and identical code shares one compiled function (see `compiled`).
+ */
+let recBase = 0;
+function recRef(i: number): string { return `F + ${i - recBase}`; }
+
+/** Register operand read into consts `lo`/`hi` (hi is 0 below 64 bits). */
 function rdReg(r: number, sz: number, lo: string, hi: string): string {
   if (sz === 3) return `const ${lo} = R[${r * 2}], ${hi} = R[${r * 2 + 1}];`;
   if (sz === 2) return `const ${lo} = R[${r * 2}], ${hi} = 0;`;
   if (sz === 1) return `const ${lo} = R[${r * 2}] & 0xffff, ${hi} = 0;`;
   return r < 16 ? `const ${lo} = R[${r * 2}] & 0xff, ${hi} = 0;` : `const ${lo} = (R[${(r - 16) * 2}] >> 8) & 0xff, ${hi} = 0;`;
 }
+/** Register write as the interpreter's setR: 32-bit writes zero the high half, 8/16-bit ones merge. */
 function wrReg(r: number, sz: number, lo: string, hi: string): string {
   if (sz === 3) return `R[${r * 2}] = ${lo}; R[${r * 2 + 1}] = ${hi};`;
   if (sz === 2) return `R[${r * 2}] = ${lo}; R[${r * 2 + 1}] = 0;`;
-  return `c.setR(${r}, ${sz}, ${lo}, 0);`;
+  if (sz === 1) return `R[${r * 2}] = (R[${r * 2}] & -65536) | ((${lo}) & 0xffff);`;
+  if (r < 16) return `R[${r * 2}] = (R[${r * 2}] & -256) | ((${lo}) & 0xff);`;
+  const k = (r - 16) * 2;
+  return `R[${k}] = (R[${k}] & -65281) | (((${lo}) & 0xff) << 8);`;
 }
 function wrMem(sz: number): string {
   return sz === 3 ? 'wr64(lin, v, vh)' : sz === 2 ? 'wr32(lin, v)' : sz === 1 ? 'wr16(lin, v)' : 'wr8(lin, v)';
@@ -75,39 +102,85 @@ function wrMem(sz: number): string {
 function rdMem(sz: number): string {
   return sz === 3 ? 'c.rd64(lin)' : sz === 2 ? 'c.rd32(lin)' : sz === 1 ? 'c.rd16(lin)' : 'c.rd8(lin)';
 }
+/** Sign extension of an expression from operand size `sz` (< 3) to 32 bits. */
+function sxc(e: string, sz: number): string {
+  return sz === 0 ? `(((${e}) << 24) >> 24)` : sz === 1 ? `(((${e}) << 16) >> 16)` : `((${e}) | 0)`;
+}
 
 /**
- * The linear address of record `i`'s memory operand as inline code (64-bit addressing in
- * 64-bit mode); other forms call the interpreter's `ea`.
+ * The linear address of record `i`'s memory operand as inline code into const `lin` (64-bit
+ * addressing in 64-bit mode, RIP-relative included); other forms call the interpreter's `ea`.
+ * A non-canonical address raises #GP(0), or #SS(0) for an SS-based operand, as `ea` does.
  */
 function eaCode(D: Int32Array, i: number, mode: number, exc: string): string {
   const fl = D[i + F_FL]!;
   const asz = (fl & FL_ASZ_MASK) >> FL_ASZ_SHIFT;
   const seg = (fl & FL_SEG_MASK) >> FL_SEG_SHIFT;
-  if (mode !== 2 || asz !== 3 || (fl & FL_RIPREL) !== 0) return `const lin = c.ea(${i}); if (c.excVec !== -1) ${exc}`;
-  const b = D[i + F_BASE]!, x = D[i + F_INDEX]!, sc = 1 << D[i + F_SCALE]!;
-  const lo: string[] = [String(D[i + F_DISP]!)], hi: string[] = ['0'];
-  if (b >= 0) { lo.push(`(R[${b * 2}] >>> 0)`); hi.push(`R[${b * 2 + 1}]`); }
-  if (x >= 0) { lo.push(`(R[${x * 2}] >>> 0) * ${sc}`); hi.push(`R[${x * 2 + 1}] * ${sc}`); }
+  if (mode !== 2 || asz !== 3) return `const lin = c.ea(${recRef(i)}); if (c.excVec !== -1) ${exc}`;
+  const vec = seg === SEG_SS ? 12 : 13;
+  const lo: string[] = [], hi: string[] = [];
+  let pre = '';
+  if ((fl & FL_RIPREL) !== 0) {
+    const off = D[i + F_IOFF]! + D[i + F_LEN]! + D[i + F_DISP]!;
+    if (seg === SEG_NONE) {
+      return `const lin = c.ripBase + ${off}; if (lin < -140737488355328 || lin >= 140737488355328) { c.excVec = ${vec}; c.excCode = 0; ${exc} }`;
+    }
+    pre = `const t = c.ripBase + ${off};`;
+    lo.push('(t >>> 0)'); hi.push('Math.floor(t / 4294967296)');
+  } else {
+    const b = D[i + F_BASE]!, x = D[i + F_INDEX]!, sc = 1 << D[i + F_SCALE]!;
+    lo.push(String(D[i + F_DISP]!)); hi.push('0');
+    if (b >= 0) { lo.push(`(R[${b * 2}] >>> 0)`); hi.push(`R[${b * 2 + 1}]`); }
+    if (x >= 0) { lo.push(`(R[${x * 2}] >>> 0) * ${sc}`); hi.push(`R[${x * 2 + 1}] * ${sc}`); }
+  }
   if (seg !== SEG_NONE) { lo.push(`(c.sBase[${seg}] >>> 0)`); hi.push(`Math.floor(c.sBase[${seg}] / 4294967296)`); }
-  return `const sl = ${lo.join(' + ')}; const sh = (${hi.join(' + ')} + Math.floor(sl / 4294967296)) | 0;
-    if (((sh << 16) >> 16) !== sh) { c.excVec = 13; c.excCode = 0; ${exc} }
+  return `${pre} const sl = ${lo.join(' + ')}; const sh = (${hi.join(' + ')} + Math.floor(sl / 4294967296)) | 0;
+    if (((sh << 16) >> 16) !== sh) { c.excVec = ${vec}; c.excCode = 0; ${exc} }
     const lin = sh * 4294967296 + (sl >>> 0);`;
 }
 
 /** Inline 64-bit PUSH in 64-bit mode (values in `lo`/`hi`); RSP changes only after the store. */
 function push64(lo: string, hi: string, exc: string): string {
-  return `const sl = (R[8] >>> 0) - 8; const sh = (R[9] + Math.floor(sl / 4294967296)) | 0;
+  return `{ const sl = (R[8] >>> 0) - 8; const sh = (R[9] + Math.floor(sl / 4294967296)) | 0;
     if (((sh << 16) >> 16) !== sh) { c.excVec = 12; c.excCode = 0; ${exc} }
     c.wr64(sh * 4294967296 + (sl >>> 0), ${lo}, ${hi});
     if (c.excVec !== -1) { if (c.excVec === 13) c.excVec = 12; ${exc} }
-    R[8] = sl | 0; R[9] = sh;`;
+    R[8] = sl | 0; R[9] = sh; }`;
 }
 /** Inline 64-bit POP in 64-bit mode into consts v/vh; RSP changes only after the load. */
 function pop64(exc: string): string {
   return `if (((R[9] << 16) >> 16) !== R[9]) { c.excVec = 12; c.excCode = 0; ${exc} }
     const v = c.rd64(R[9] * 4294967296 + (R[8] >>> 0)); if (c.excVec !== -1) ${exc} const vh = c.vhi;
-    const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0;`;
+    { const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0; }`;
+}
+
+/** 64-bit shift left of locals lo/hi by a constant 0 < n < 64 into consts `rl`/`rh` of the given names. */
+function shl64c(lo: string, hi: string, n: number, rl: string, rh: string): string {
+  return n < 32 ? `const ${rh} = (${hi} << ${n}) | (${lo} >>> ${32 - n}), ${rl} = ${lo} << ${n};` : `const ${rh} = ${lo} << ${n - 32}, ${rl} = 0;`;
+}
+/** 64-bit logical/arithmetic shift right by a constant 0 < n < 64. */
+function shr64c(lo: string, hi: string, n: number, arith: boolean, rl: string, rh: string): string {
+  const sr = arith ? '>>' : '>>>';
+  return n < 32 ? `const ${rl} = ((${lo} >>> ${n}) | (${hi} << ${32 - n})) | 0, ${rh} = (${hi} ${sr} ${n}) | 0;`
+    : `const ${rl} = (${hi} ${sr} ${n - 32}) | 0, ${rh} = ${arith ? `${hi} >> 31` : '0'};`;
+}
+/** Bit n (constant, 0..63) of lo/hi. */
+function bit64c(lo: string, hi: string, n: number): string {
+  return n < 32 ? `((${lo} >>> ${n}) & 1)` : `((${hi} >>> ${n - 32}) & 1)`;
+}
+/** PF of the low byte of int expression `r`: 4 when it has an even number of set bits. */
+function pfOf(r: string): string {
+  return `(((0x9669 >>> ((((${r}) & 0xff) ^ (((${r}) & 0xff) >>> 4)) & 15)) & 1) << 2)`;
+}
+/**
+ * EFLAGS of a result with explicit CF/OF, as cpu.ts #resultFlags: SF/ZF/PF from the result,
+ * AF clear; the lazy record becomes FOP_NONE. `r` is sign-extended to 32 bits below 64-bit
+ * operands, `rh` its high half for 64-bit ones.
+ */
+function resultFlags(r: string, rh: string | null, cf: string, of: string): string {
+  const zf = rh === null ? `(${r}) === 0` : `((${r}) | (${rh})) === 0`;
+  const sf = rh === null ? `(${r}) < 0` : `(${rh}) < 0`;
+  return `c.eflags = (c.eflags & -2262) | ((${cf}) & 1) | ${pfOf(r)} | (${zf} ? 64 : 0) | (${sf} ? 128 : 0) | ((${of}) !== 0 ? 2048 : 0); c.fOp = 0;`;
 }
 
 /** Dword-lane bodies of the inlined SSE2 forms (66 0F xx): r = f(a, b) on each 32-bit lane. */
@@ -158,10 +231,191 @@ function sseCode(D: Int32Array, i: number, mode: number, exc: string, brkCheck: 
   return null;
 }
 
-/** Compile block `b` of the cache; returns null when nothing in it benefits. */
+
+/**
+ * Compile-time knowledge of the lazy flags: after an inline flag-setting instruction, its
+ * record is in the locals fa/fah (destination), fb/fbh (source), fr/frh (result), fc (carry
+ * in) as well as in the processor; `kind` is its FOP_* (-1: only the processor knows).
+ */
+class FlagState {
+  kind = -1;
+  sz = 0;
+
+  /** Code that records a lazy flag operation in the locals and writes it through. */
+  set(op: number, sz: number, d: string, dh: string, s: string, sh: string, r: string, rh: string, cin: string): string {
+    this.kind = op; this.sz = sz;
+    return `fa = ${d}; fah = ${dh}; fb = ${s}; fbh = ${sh}; fr = ${r}; frh = ${rh}; fc = ${cin};
+      c.fOp = ${op}; c.fSz = ${sz}; c.fDst = fa; c.fDstHi = fah; c.fSrc = fb; c.fSrcHi = fbh; c.fRes = fr; c.fResHi = frh; c.fCin = fc;`;
+  }
+  forget(): void { this.kind = -1; }
+
+  #ult(x: string, xh: string, y: string, yh: string): string {
+    switch (this.sz) {
+      case 3: return `((${xh} >>> 0) < (${yh} >>> 0) || (${xh} === ${yh} && (${x} >>> 0) < (${y} >>> 0)))`;
+      case 2: return `((${x} >>> 0) < (${y} >>> 0))`;
+      case 1: return `((${x} & 0xffff) < (${y} & 0xffff))`;
+      default: return `((${x} & 0xff) < (${y} & 0xff))`;
+    }
+  }
+  /** CF as a boolean expression, or null when only the processor knows it. */
+  #cf(): string | null {
+    switch (this.kind) {
+      case FOP_ADD: return this.#ult('fr', 'frh', 'fa', 'fah');
+      case FOP_SUB: return this.#ult('fa', 'fah', 'fb', 'fbh');
+      case FOP_LOGIC: return 'false';
+      case FOP_INC: case FOP_DEC: return '(fc !== 0)';
+      default: return null;
+    }
+  }
+  /** CF as 0/1. */
+  cfNum(): string {
+    const e = this.#cf();
+    return e === null ? 'c.getCF()' : `(${e} ? 1 : 0)`;
+  }
+  /** Condition `cc` (Jcc encoding) as a boolean expression. */
+  cond(cc: number): string {
+    const k = this.kind;
+    if (k !== FOP_ADD && k !== FOP_SUB && k !== FOP_LOGIC && k !== FOP_INC && k !== FOP_DEC) return `c.cond(${cc})`;
+    const w = this.sz === 3;
+    const zf = w ? '((fr | frh) === 0)' : '(fr === 0)';
+    const sf = w ? '(frh < 0)' : '(fr < 0)';
+    const of = k === FOP_LOGIC ? 'false'
+      : k === FOP_ADD || k === FOP_INC ? '(((fah ^ frh) & (fbh ^ frh)) < 0)' : '(((fah ^ fbh) & (fah ^ frh)) < 0)';
+    const cf = this.#cf()!;
+    const slt = w ? '(fah < fbh || (fah === fbh && (fa >>> 0) < (fb >>> 0)))' : '(fa < fb)';
+    let r: string;
+    switch (cc >> 1) {
+      case 0: r = of; break;
+      case 1: r = cf; break;
+      case 2: r = zf; break;
+      case 3: r = `(${cf} || ${zf})`; break;
+      case 4: r = sf; break;
+      case 5: r = `(${pfOf('fr')} !== 0)`; break;
+      case 6: r = k === FOP_SUB ? slt : `(${sf} !== ${of})`; break;
+      default: r = k === FOP_SUB ? `(${slt} || ${zf})` : `(${zf} || ${sf} !== ${of})`; break;
+    }
+    return (cc & 1) !== 0 ? `!${r}` : r;
+  }
+}
+
+/**
+ * ALU kind `k` (0 ADD 1 OR 2 ADC 3 SBB 4 AND 5 SUB 6 XOR 7 CMP) on consts a/ah, b/bh of size
+ * `sz` into consts r/rh, with the lazy flags as cpu.ts `alu` records them.
+ */
+function aluCode(f: FlagState, k: number, sz: number): string {
+  if (k === 1 || k === 4 || k === 6) {
+    const o = k === 1 ? '|' : k === 4 ? '&' : '^';
+    const calc = sz === 3 ? `const r = a ${o} b, rh = ah ${o} bh;` : `const r = ${sxc(`a ${o} b`, sz)}, rh = r >> 31;`;
+    return `${calc} ${f.set(FOP_LOGIC, sz, '0', '0', '0', '0', 'r', 'rh', '0')}`;
+  }
+  const add = k === 0 || k === 2;
+  const withCarry = k === 2 || k === 3;
+  const op = k === 0 ? FOP_ADD : k === 2 ? FOP_ADC : k === 3 ? FOP_SBB : FOP_SUB;
+  const ci = `const ci = ${withCarry ? f.cfNum() : '0'};`;
+  if (sz !== 3) {
+    const e = add ? 'a + b + ci' : 'a - b - ci';
+    return `${ci} const r = ${sxc(e, sz)}, da = ${sxc('a', sz)}, db = ${sxc('b', sz)}, rh = 0;
+      ${f.set(op, sz, 'da', 'da >> 31', 'db', 'db >> 31', 'r', 'r >> 31', 'ci')}`;
+  }
+  const calc = add
+    ? 'const s = (a >>> 0) + (b >>> 0) + ci; const r = s | 0, rh = (ah + bh + (s > 4294967295 ? 1 : 0)) | 0;'
+    : 'const s = (a >>> 0) - (b >>> 0) - ci; const r = s | 0, rh = (ah - bh - (s < 0 ? 1 : 0)) | 0;';
+  return `${ci} ${calc} ${f.set(op, 3, 'a', 'ah', 'b', 'bh', 'r', 'rh', 'ci')}`;
+}
+
+/** INC/DEC of consts a/ah into r/rh; CF is kept (recorded as the carry-in, as cpu.ts incdec does). */
+function incDecCode(f: FlagState, sz: number, dec: boolean): string {
+  const cf = `const cf = ${f.cfNum()};`;
+  const op = dec ? FOP_DEC : FOP_INC;
+  if (sz !== 3) {
+    return `${cf} const r = ${sxc(dec ? 'a - 1' : 'a + 1', sz)}, da = ${sxc('a', sz)}, rh = 0;
+      ${f.set(op, sz, 'da', 'da >> 31', '1', '0', 'r', 'r >> 31', 'cf')}`;
+  }
+  const calc = dec
+    ? 'const s = (a >>> 0) - 1; const r = s | 0, rh = (ah - (s < 0 ? 1 : 0)) | 0;'
+    : 'const s = (a >>> 0) + 1; const r = s | 0, rh = (ah + (s > 4294967295 ? 1 : 0)) | 0;';
+  return `${cf} ${calc} ${f.set(op, 3, 'a', 'ah', '1', '0', 'r', 'rh', 'cf')}`;
+}
+
+/**
+ * Shift or rotate of register `rm` by a constant count (already masked as the hardware does),
+ * 32- and 64-bit operands; SHL/SHR/SAR/ROL/ROR (RCL/RCR stay in the interpreter).
+ * Returns null for what is not inlined. Flags as cpu.ts #shift32/#shift64.
+ */
+function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number): string | null {
+  if (sz < 2 || op === 2 || op === 3) return null;
+  const lo = `R[${rm * 2}]`, hi = `R[${rm * 2 + 1}]`;
+  if (cnt === 0) return sz === 2 ? `${hi} = 0;` : '';
+  f.forget();
+  if (sz === 2) {
+    switch (op) {
+      case 0: case 1: {
+        const r = op === 0 ? `(v << ${cnt}) | (v >>> ${32 - cnt})` : `(v >>> ${cnt}) | (v << ${32 - cnt})`;
+        const flags = op === 0 ? 'const cf = r & 1, of = (r >>> 31) ^ cf;' : 'const cf = r >>> 31, of = cf ^ ((r >>> 30) & 1);';
+        return `{ const v = ${lo}; const r = (${r}) | 0; c.materialize(); ${flags}
+          c.eflags = (c.eflags & -2050) | cf | (of !== 0 ? 2048 : 0); ${lo} = r; ${hi} = 0; }`;
+      }
+      case 4: case 6:
+        return `{ const v = ${lo}; const r = v << ${cnt}; const cf = (v >>> ${32 - cnt}) & 1; ${resultFlags('r', null, 'cf', '(r >>> 31) ^ cf')} ${lo} = r; ${hi} = 0; }`;
+      case 5:
+        return `{ const v = ${lo}; const r = v >>> ${cnt}; const cf = (v >>> ${cnt - 1}) & 1; ${resultFlags('r', null, 'cf', 'v >>> 31')} ${lo} = r; ${hi} = 0; }`;
+      default:
+        return `{ const v = ${lo}; const r = v >> ${cnt}; const cf = (v >> ${cnt - 1}) & 1; ${resultFlags('r', null, 'cf', '0')} ${lo} = r; ${hi} = 0; }`;
+    }
+  }
+  switch (op) {
+    case 0: case 1: {
+      const n = op === 0 ? cnt : 64 - cnt;
+      const flags = op === 0 ? 'const cf = r & 1, of = (rh >>> 31) ^ cf;' : 'const cf = rh >>> 31, of = cf ^ ((rh >>> 30) & 1);';
+      return `{ const l = ${lo}, h = ${hi}; ${shl64c('l', 'h', n, 'al', 'ah')} ${shr64c('l', 'h', 64 - n, false, 'bl', 'bh')}
+        const r = al | bl, rh = ah | bh; c.materialize(); ${flags}
+        c.eflags = (c.eflags & -2050) | cf | (of !== 0 ? 2048 : 0); ${lo} = r; ${hi} = rh; }`;
+    }
+    case 4: case 6:
+      return `{ const l = ${lo}, h = ${hi}; const cf = ${bit64c('l', 'h', 64 - cnt)}; ${shl64c('l', 'h', cnt, 'r', 'rh')}
+        ${resultFlags('r', 'rh', 'cf', '(rh >>> 31) ^ cf')} ${lo} = r; ${hi} = rh; }`;
+    case 5:
+      return `{ const l = ${lo}, h = ${hi}; const cf = ${bit64c('l', 'h', cnt - 1)}; ${shr64c('l', 'h', cnt, false, 'r', 'rh')}
+        ${resultFlags('r', 'rh', 'cf', 'h >>> 31')} ${lo} = r; ${hi} = rh; }`;
+    default:
+      return `{ const l = ${lo}, h = ${hi}; const cf = ${bit64c('l', 'h', cnt - 1)}; ${shr64c('l', 'h', cnt, true, 'r', 'rh')}
+        ${resultFlags('r', 'rh', 'cf', '0')} ${lo} = r; ${hi} = rh; }`;
+  }
+}
+
+/**
+ * Compiled functions by source, shared by every block (of every partition in the process) with
+ * the same code: the same kernel or library code decoded again after an invalidation or a cache
+ * flush, or at another physical address, reuses the function and the machine code V8 has
+ * already optimized for it. Bounded: cleared when full.
+ */
+const compiled = new Map<string, BlockFn>();
+const MAX_SHARED_FNS = 1 << 16;
+/** Blocks that reused a compiled function (statistics). */
+export const compileStats = { shared: 0 };
+
+/** Compile a decoded block; returns null when nothing in it benefits. */
 export function compileBlock(D: Int32Array, first: number, count: number, mode: number): BlockFn | null {
   const out: string[] = [];
+  const f = new FlagState();
+  recBase = first << LOG_STRIDE;
   let inline = 0;
+  // Branches to an instruction of the same block (a loop back to its head, a skip forward)
+  // stay inside the compiled function: its body is a switch on the instruction index inside a
+  // loop, with a case label at each such target.
+  const offToIdx = new Map<number, number>();
+  for (let k = 0; k < count; k++) offToIdx.set(D[((first + k) << LOG_STRIDE) + F_IOFF]!, k);
+  const targets = new Set<number>();
+  const internal = (k: number): number => {
+    const i = (first + k) << LOG_STRIDE;
+    const op = D[i + F_OP]!;
+    if (mode !== 2 || (op !== OP_JCC && op !== OP_JMP_REL) || (D[i + F_FL]! & 3) !== 3) return -1;
+    return offToIdx.get(D[i + F_IOFF]! + D[i + F_LEN]! + D[i + F_IMM]!) ?? -1;
+  };
+  // A JMP to the next record is a jump the decoder followed (cpu.ts #decodeBlock): it falls through.
+  const followed = (k: number): boolean => D[((first + k) << LOG_STRIDE) + F_OP] === OP_JMP_REL && internal(k) === k + 1;
+  for (let k = 0; k < count; k++) { const j = internal(k); if (j >= 0 && !followed(k)) targets.add(j); }
+  const dispatch = targets.size > 0;
   for (let k = 0; k < count; k++) {
     const i = (first + k) << LOG_STRIDE;
     const op = D[i + F_OP]!, fl = D[i + F_FL]!, sz = fl & 3, mem = (fl & FL_MEM) !== 0;
@@ -170,18 +424,20 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     const memCheck = `if (c.excVec !== -1) ${exc}`;
     const brkCheck = `if (c.brk !== 0) { c.brk = 0; c.rip = c.wrapIp(c.ripBase + ${next}); return ${k}; }`;
     const reg = D[i + F_REG]!, rm = D[i + F_RM]!;
+    if (dispatch && (k === 0 || targets.has(k))) { out.push(`case ${k}:`); f.forget(); }
+    const hiOf = (s: number): string => (s === 3 ? 'c.vhi' : '0');
     let code: string | null = null;
     switch (op) {
       case OP_NOP: code = ''; break;
       case OP_MOV_RM_I:
-        if (!mem) { code = sz >= 2 ? wrReg(rm, sz, String(D[i + F_IMM]!), String(D[i + F_IMMHI]!)) : null; break; }
+        if (!mem) { code = wrReg(rm, sz, String(D[i + F_IMM]!), String(D[i + F_IMMHI]!)); break; }
         code = `{ ${eaCode(D, i, mode, exc)} const v = ${D[i + F_IMM]!}, vh = ${D[i + F_IMMHI]!}; c.${wrMem(sz)}; ${memCheck} ${brkCheck} }`;
         break;
       case OP_MOV_R_I:
-        code = sz >= 2 ? wrReg(reg, sz, String(D[i + F_IMM]!), String(D[i + F_IMMHI]!)) : null;
+        code = wrReg(reg, sz, String(D[i + F_IMM]!), String(D[i + F_IMMHI]!));
         break;
       case OP_MOV_R_RM:
-        code = mem ? `{ ${eaCode(D, i, mode, exc)} const v = ${rdMem(sz)}; ${memCheck} ${wrReg(reg, sz, 'v', sz === 3 ? 'c.vhi' : '0')} }`
+        code = mem ? `{ ${eaCode(D, i, mode, exc)} const v = ${rdMem(sz)}; ${memCheck} ${wrReg(reg, sz, 'v', hiOf(sz))} }`
           : `{ ${rdReg(rm, sz, 'v', 'vh')} ${wrReg(reg, sz, 'v', 'vh')} }`;
         break;
       case OP_MOV_RM_R:
@@ -189,26 +445,28 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
           : `{ ${rdReg(reg, sz, 'v', 'vh')} ${wrReg(rm, sz, 'v', 'vh')} }`;
         break;
       case OP_MOVZX: case OP_MOVSX: {
-        if (mem || sz < 2) break;
+        if (sz < 1) break;
         const ssz = D[i + F_SUB]!;
         const ext = op === OP_MOVZX ? 'const r = v, rh = 0;'
           : ssz === 0 ? 'const r = (v << 24) >> 24, rh = r >> 31;' : ssz === 1 ? 'const r = (v << 16) >> 16, rh = r >> 31;' : 'const r = v | 0, rh = r >> 31;';
-        code = `{ ${rdReg(rm, ssz === 2 ? 2 : ssz, 'v', 'vh')} ${ext} ${wrReg(reg, sz, 'r', 'rh')} }`;
+        const src = mem ? `${eaCode(D, i, mode, exc)} const v = ${rdMem(ssz)}; ${memCheck}` : rdReg(rm, ssz === 2 ? 2 : ssz, 'v', 'vh');
+        code = `{ ${src} ${ext} ${wrReg(reg, sz, 'r', 'rh')} }`;
         break;
       }
       case OP_SETCC:
         if (mem) break;
-        code = `c.setR(${rm}, 0, c.cond(${D[i + F_SUB]!}) ? 1 : 0, 0);`;
+        code = wrReg(rm, 0, `${f.cond(D[i + F_SUB]!)} ? 1 : 0`, '0');
         break;
-      case OP_CMOVCC:
-        if (mem || sz < 2) break;
-        code = `if (c.cond(${D[i + F_SUB]!})) { ${rdReg(rm, sz, 'v', 'vh')} ${wrReg(reg, sz, 'v', 'vh')} } else R[${reg * 2 + 1}] = ${sz === 2 ? '0' : `R[${reg * 2 + 1}]`};`;
+      case OP_CMOVCC: {
+        if (sz < 2) break;
+        const src = mem ? `${eaCode(D, i, mode, exc)} const v = ${rdMem(sz)}; ${memCheck} const vh = ${hiOf(sz)};` : rdReg(rm, sz, 'v', 'vh');
+        code = `{ ${src} if (${f.cond(D[i + F_SUB]!)}) { ${wrReg(reg, sz, 'v', 'vh')} } ${sz === 2 ? `else R[${reg * 2 + 1}] = 0;` : ''} }`;
         break;
+      }
       case OP_LEA: {
         if (mode !== 2 || sz < 2) break;
-        const fl2 = D[i + F_FL]!;
-        if (((fl2 & FL_ASZ_MASK) >> FL_ASZ_SHIFT) !== 3) break;
-        if ((fl2 & FL_RIPREL) !== 0) {
+        if (((fl & FL_ASZ_MASK) >> FL_ASZ_SHIFT) !== 3) break;
+        if ((fl & FL_RIPREL) !== 0) {
           code = `{ const t = c.ripBase + ${next + D[i + F_DISP]!}; ${wrReg(reg, sz, '(t >>> 0) | 0', 'Math.floor(t / 4294967296) | 0')} }`;
           break;
         }
@@ -216,7 +474,8 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         const lo: string[] = [String(D[i + F_DISP]!)], hi: string[] = ['0'];
         if (b >= 0) { lo.push(`(R[${b * 2}] >>> 0)`); hi.push(`R[${b * 2 + 1}]`); }
         if (x >= 0) { lo.push(`(R[${x * 2}] >>> 0) * ${sc}`); hi.push(`R[${x * 2 + 1}] * ${sc}`); }
-        code = `{ const sl = ${lo.join(' + ')}; ${wrReg(reg, sz, 'sl | 0', `(${hi.join(' + ')} + Math.floor(sl / 4294967296)) | 0`)} }`;
+        code = sz === 2 ? `R[${reg * 2}] = (${lo.join(' + ')}) | 0; R[${reg * 2 + 1}] = 0;`
+          : `{ const sl = ${lo.join(' + ')}; ${wrReg(reg, sz, 'sl | 0', `(${hi.join(' + ')} + Math.floor(sl / 4294967296)) | 0`)} }`;
         break;
       }
       case OP_CALL_REL: {
@@ -226,49 +485,118 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
           const t = c.ripBase + ${target}; if (t < -140737488355328 || t >= 140737488355328) { c.excVec = 13; c.excCode = 0; ${exc} } c.rip = t; return ${k}; }`;
         break;
       }
+      case OP_JMP_RM: case OP_CALL_RM: {
+        if (mode !== 2 || sz !== 3) break;
+        const src = mem ? `${eaCode(D, i, mode, exc)} const v = c.rd64(lin); ${memCheck} const vh = c.vhi;` : rdReg(rm, 3, 'v', 'vh');
+        const call = op === OP_CALL_RM
+          ? `{ const ret = c.ripBase + ${next}; const rl = (ret >>> 0) | 0, rh = Math.floor(ret / 4294967296) | 0; ${push64('rl', 'rh', exc)} }` : '';
+        code = `{ ${src} if (((vh << 16) >> 16) !== vh) { c.excVec = 13; c.excCode = 0; ${exc} } ${call}
+          c.rip = vh * 4294967296 + (v >>> 0); return ${k}; }`;
+        break;
+      }
       case OP_ALU_RM_R: case OP_ALU_RM_I: case OP_ALU_R_RM: {
         const kind = D[i + F_SUB]!;
         if (mem && op !== OP_ALU_R_RM) {
           // Read-modify-write (or CMP) on memory.
           const src = op === OP_ALU_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
           const probe = kind === 7 ? '' : `if (!c.probeW(lin, ${sz})) ${exc}`;
-          const wb = kind === 7 ? '' : `c.wrN(lin, ${sz}, r, c.rhi); ${brkCheck}`;
-          code = `{ ${src} ${eaCode(D, i, mode, exc)} ${probe} const a = ${rdMem(sz)}; ${memCheck} const r = c.alu(${kind}, ${sz}, a, ${sz === 3 ? 'c.vhi' : '0'}, b, bh); ${wb} }`;
+          const alu = aluCode(f, kind, sz);
+          const wb = kind === 7 ? '' : `c.wrN(lin, ${sz}, r, rh); ${brkCheck}`;
+          code = `{ ${src} ${eaCode(D, i, mode, exc)} ${probe} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)}; ${alu} ${wb} }`;
           break;
         }
         const dst = op === OP_ALU_R_RM ? reg : rm;
         const src = op === OP_ALU_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};`
           : op === OP_ALU_RM_R ? rdReg(reg, sz, 'b', 'bh')
-          : mem ? `${eaCode(D, i, mode, exc)} const b = ${rdMem(sz)}; ${memCheck} const bh = ${sz === 3 ? 'c.vhi' : '0'};`
+          : mem ? `${eaCode(D, i, mode, exc)} const b = ${rdMem(sz)}; ${memCheck} const bh = ${hiOf(sz)};`
           : rdReg(rm, sz, 'b', 'bh');
-        code = `{ ${src} ${rdReg(dst, sz, 'a', 'ah')} const r = c.alu(${kind}, ${sz}, a, ah, b, bh); ${kind === 7 ? '' : wrReg(dst, sz, 'r', 'c.rhi')} }`;
+        // XOR/SUB of a register with itself: the result is 0 whatever the register held.
+        const alu = aluCode(f, kind, sz);
+        code = `{ ${src} ${rdReg(dst, sz, 'a', 'ah')} ${alu} ${kind === 7 ? '' : wrReg(dst, sz, 'r', 'rh')} }`;
         break;
       }
       case OP_TEST_RM_R: case OP_TEST_RM_I: {
         const src = op === OP_TEST_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
-        const dst = mem ? `${eaCode(D, i, mode, exc)} const a = ${rdMem(sz)}; ${memCheck} const ah = ${sz === 3 ? 'c.vhi' : '0'};` : rdReg(rm, sz, 'a', 'ah');
-        code = `{ ${src} ${dst} c.logic(${sz}, a & b, ah & bh); }`;
+        const dst = mem ? `${eaCode(D, i, mode, exc)} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)};` : rdReg(rm, sz, 'a', 'ah');
+        code = `{ ${src} ${dst} ${aluCode(f, 4, sz)} }`;
         break;
       }
       case OP_INC_RM: case OP_DEC_RM:
         if (mem) {
-          code = `{ ${eaCode(D, i, mode, exc)} if (!c.probeW(lin, ${sz})) ${exc} const a = ${rdMem(sz)}; ${memCheck}
-            const r = c.incdec(${sz}, a, ${sz === 3 ? 'c.vhi' : '0'}, ${op === OP_DEC_RM}); c.wrN(lin, ${sz}, r, c.rhi); ${brkCheck} }`;
+          const body = incDecCode(f, sz, op === OP_DEC_RM);
+          code = `{ ${eaCode(D, i, mode, exc)} if (!c.probeW(lin, ${sz})) ${exc} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)};
+            ${body} c.wrN(lin, ${sz}, r, rh); ${brkCheck} }`;
           break;
         }
-        code = `{ ${rdReg(rm, sz, 'a', 'ah')} const r = c.incdec(${sz}, a, ah, ${op === OP_DEC_RM}); ${wrReg(rm, sz, 'r', 'c.rhi')} }`;
+        code = `{ ${rdReg(rm, sz, 'a', 'ah')} ${incDecCode(f, sz, op === OP_DEC_RM)} ${wrReg(rm, sz, 'r', 'rh')} }`;
         break;
+      case OP_NEG_RM: case OP_NOT_RM: {
+        if (mem) break;
+        if (op === OP_NOT_RM) { code = `{ ${rdReg(rm, sz, 'v', 'vh')} ${wrReg(rm, sz, '~v', '~vh')} }`; break; }
+        code = `{ ${rdReg(rm, sz, 'b', 'bh')} const a = 0, ah = 0; ${aluCode(f, 5, sz)} ${wrReg(rm, sz, 'r', 'rh')} }`;
+        break;
+      }
+      case OP_SHIFT: {
+        const src = D[i + F_IMM2]!;
+        if (mem || src === 1) break;
+        const cnt = (src === 0 ? 1 : D[i + F_IMM]! & 0xff) & (sz === 3 ? 0x3f : 0x1f);
+        code = shiftCode(f, D[i + F_SUB]!, sz, rm, cnt);
+        break;
+      }
+      case OP_IMUL_R_RM: case OP_IMUL_R_RM_I: {
+        if (sz < 2) break;
+        const a = mem ? `${eaCode(D, i, mode, exc)} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)};` : rdReg(rm, sz, 'a', 'ah');
+        const b = op === OP_IMUL_R_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
+        f.forget();
+        code = sz === 2
+          // The product fits in 32 bits exactly when the double product (exact below 2^53, else >= 2^31 in magnitude) equals it.
+          ? `{ ${a} ${b} const p = Math.imul(a, b); const of = (a * b) !== p ? 1 : 0; ${resultFlags('p', null, 'of', 'of')} R[${reg * 2}] = p; R[${reg * 2 + 1}] = 0; }`
+          : `{ ${a} ${b} c.imulTrunc(3, a, ah, b, bh); R[${reg * 2}] = c.t0; R[${reg * 2 + 1}] = c.t1; }`;
+        break;
+      }
+      case OP_CBW:
+        code = sz === 2 ? 'R[0] = (R[0] << 16) >> 16; R[1] = 0;' : sz === 3 ? 'R[1] = R[0] >> 31;' : null;
+        break;
+      case OP_CWD:
+        code = sz === 2 ? 'R[4] = R[0] >> 31; R[5] = 0;' : sz === 3 ? 'R[4] = R[1] >> 31; R[5] = R[1] >> 31;' : null;
+        break;
+      case OP_XCHG_RM_R: case OP_XCHG_AX: {
+        if (mem || sz < 2) break;
+        const o = op === OP_XCHG_AX ? 0 : rm;
+        code = `{ ${rdReg(o, sz, 'a', 'ah')} ${rdReg(reg, sz, 'b', 'bh')} ${wrReg(o, sz, 'b', 'bh')} ${wrReg(reg, sz, 'a', 'ah')} }`;
+        break;
+      }
+      case OP_BSWAP: {
+        if (sz < 2) break;
+        const bs = (x: string): string => `(((${x}) >>> 24) | (((${x}) >> 8) & 0xff00) | (((${x}) << 8) & 0xff0000) | ((${x}) << 24))`;
+        code = sz === 3 ? `{ const l = R[${reg * 2}], h = R[${reg * 2 + 1}]; R[${reg * 2}] = ${bs('h')}; R[${reg * 2 + 1}] = ${bs('l')}; }`
+          : `R[${reg * 2}] = ${bs(`R[${reg * 2}]`)}; R[${reg * 2 + 1}] = 0;`;
+        break;
+      }
       case OP_JCC: case OP_JMP_REL: {
         if (mode !== 2) break;
+        if (followed(k)) { code = ''; break; }
         const target = next + D[i + F_IMM]!;
-        const jump = `{ const t = c.ripBase + ${target}; if (t < -140737488355328 || t >= 140737488355328) { c.excVec = 13; c.excCode = 0; ${exc} } c.rip = t; return ${k}; }`;
-        code = op === OP_JMP_REL ? jump : `if (c.cond(${D[i + F_SUB]!})) ${jump} c.rip = c.ripBase + ${next}; return ${k};`;
+        const j = internal(k);
+        // An internal jump from k to j: the caller counts instructions by position (r + 1 at
+        // the final return), so the jump adds what position counting misses (k + 1 - j,
+        // negative for a forward skip). Backward jumps are bounded by LOOP_ITERATIONS.
+        const jump = j < 0
+          ? `{ const t = c.ripBase + ${target}; if (t < -140737488355328 || t >= 140737488355328) { c.excVec = 13; c.excCode = 0; ${exc} } c.rip = t; return ${k}; }`
+          : j > k ? `{ c.instret += ${k + 1 - j}; pc = ${j}; continue; }`
+          : `{ if (++it < ${LOOP_ITERATIONS}) { c.instret += ${k + 1 - j}; pc = ${j}; continue; } c.rip = c.ripBase + ${target}; return ${k}; }`;
+        // Not taken: on with the next instruction (a conditional branch does not end a block).
+        code = op === OP_JMP_REL ? jump : `if (${f.cond(D[i + F_SUB]!)}) ${jump}`;
         break;
       }
       case OP_PUSH_R:
         if (sz !== 3) break;
         code = mode === 2 ? `{ const v = R[${reg * 2}], vh = R[${reg * 2 + 1}]; ${push64('v', 'vh', exc)} ${brkCheck} }`
           : `if (!c.push(3, R[${reg * 2}], R[${reg * 2 + 1}])) ${exc} ${brkCheck}`;
+        break;
+      case OP_PUSH_I:
+        if (sz !== 3 || mode !== 2) break;
+        code = `{ ${push64(String(D[i + F_IMM]!), String(D[i + F_IMMHI]!), exc)} ${brkCheck} }`;
         break;
       case OP_POP_R:
         if (sz !== 3) break;
@@ -285,19 +613,29 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
           c.rip = vh * 4294967296 + (v >>> 0); return ${k}; }`;
         break;
       case OP_SSE: {
-        const slow = `{ const st = c.sse(${i}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
+        f.forget();   // COMISS/UCOMISD set the flags
+        const slow = `{ const st = c.sse(${recRef(i)}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
         code = sseCode(D, i, mode, exc, brkCheck, slow) ?? slow;
         break;
       }
       default: break;
     }
     if (code === null) {
-      code = `{ const st = c.step(${i}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
+      f.forget();
+      code = `{ const st = c.step(${recRef(i)}); if (st !== 0) return st === 2 ? ${-(k + 1)} : ${k}; ${brkCheck} }`;
     } else inline++;
-    out.push(code);
+    out.push(`{ ${code} }`);
   }
   if (inline === 0) return null;
   out.push(`return ${DONE};`);
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
-  return new Function('c', 'R', out.join('\n')) as BlockFn;
+  const body = dispatch ? `let pc = 0, it = 0; for (;;) { switch (pc) {\n${out.join('\n')}\n} }` : out.join('\n');
+  const src = `let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`;
+  let fn = compiled.get(src);
+  if (fn === undefined) {
+    if (compiled.size >= MAX_SHARED_FNS) compiled.clear();
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
+    fn = new Function('c', 'R', 'F', src) as BlockFn;
+    compiled.set(src, fn);
+  } else compileStats.shared++;
+  return fn;
 }

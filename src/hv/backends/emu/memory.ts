@@ -48,8 +48,11 @@ export class PhysMem {
 
 /** Maximum instructions per block. */
 export const MAX_BLOCK_INSNS = 64;
-const POOL_INSNS = 1 << 18;
-const MAX_BLOCKS = 1 << 16;
+// A kernel boot decodes ~750k blocks; with 2^18 records and 2^16 blocks the cache was flushed
+// (everything decoded and compiled again) 20 times. The pool is zero-filled lazily by the OS,
+// so the 64 MiB is only resident as far as it is used.
+const POOL_INSNS = 1 << 20;
+const MAX_BLOCKS = 1 << 18;
 const TABLE_BITS = 16;
 const TABLE_MASK = (1 << TABLE_BITS) - 1;
 
@@ -75,10 +78,6 @@ export class CodeCache {
   readonly blkExec = new Int32Array(MAX_BLOCKS);
   /** Compiled form of a block (jit.ts), or undefined. */
   readonly blkFn: (BlockFn | undefined)[] = new Array<BlockFn | undefined>(MAX_BLOCKS).fill(undefined);
-  /** Block chaining (cpu.ts runSlice): successor block, its linear RIP and the VP's translation generation. */
-  readonly succ = new Int32Array(MAX_BLOCKS);
-  readonly succLin = new Float64Array(MAX_BLOCKS);
-  readonly succGen = new Float64Array(MAX_BLOCKS).fill(-1);
   genCounter = 0;
   readonly tKey = new Float64Array(1 << TABLE_BITS).fill(-1);
   readonly tBlk = new Int32Array(1 << TABLE_BITS);
@@ -120,7 +119,6 @@ export class CodeCache {
     this.blkPage2[b] = page2;
     this.blkExec[b] = 0;
     this.blkFn[b] = undefined;
-    this.succGen[b] = -1;
     this.poolUsed += count;
     this.stats.blocksDecoded++;
     this.blkValid[b] = 1;
@@ -179,7 +177,6 @@ export class CodeCache {
   }
 
   flush(): void {
-    this.succGen.fill(-1);
     this.poolUsed = 0;
     this.blocks = 0;
     this.tKey.fill(-1);

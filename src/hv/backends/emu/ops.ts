@@ -143,12 +143,23 @@ export const OP_LAR_LSL = 95;    // sub 0 LAR, 1 LSL; reg = destination
 export const OP_SSE = 97;        // sse.ts: sub = 0F opcode byte | mandatory prefix << 8 (0 none, 1 66, 2 F3, 3 F2); imm = imm8
 export const OP_X87 = 98;        // fpu.ts: sub = (opcode - D8) << 8 | ModRM; FWAIT: sub = 0x800
 
+/**
+ * Lazy flag kinds (cpu.ts `fOp`): which operation the recorded operands and result belong to.
+ * The compiling tier (jit.ts) writes the same record inline, so both share these values.
+ */
+export const FOP_NONE = 0, FOP_ADD = 1, FOP_ADC = 2, FOP_SUB = 3, FOP_SBB = 4, FOP_LOGIC = 5, FOP_INC = 6, FOP_DEC = 7;
+
 export const STR_MOVS = 0, STR_CMPS = 1, STR_STOS = 2, STR_LODS = 3, STR_SCAS = 4, STR_INS = 5, STR_OUTS = 6;
 
-/** Handlers after which a block must end (control flow or state that the next block's decode depends on). */
+/**
+ * Handlers after which a block must end (control flow or state that the next block's decode
+ * depends on). A conditional branch does not end its block: the block goes on with the
+ * fall-through path and a taken branch leaves it in the middle (a superblock), so a compiled
+ * block covers an if/else diamond or a loop body with its exit test.
+ */
 export const ENDS_BLOCK = new Uint8Array(128);
 for (const op of [
-  OP_UD, OP_JCC, OP_JMP_REL, OP_CALL_REL, OP_JMP_RM, OP_CALL_RM, OP_RET, OP_LOOP, OP_POPF, OP_FLAGOP,
+  OP_UD, OP_JMP_REL, OP_CALL_REL, OP_JMP_RM, OP_CALL_RM, OP_RET, OP_LOOP, OP_POPF, OP_FLAGOP,
   OP_INT, OP_IRET, OP_HLT, OP_WRMSR, OP_MOV_CR_R, OP_MOV_DR_R, OP_GRP7, OP_VMCALL, OP_SWAPGS, OP_SYSCALL,
   OP_SYSRET, OP_GRP6, OP_MOV_SREG_RM, OP_POP_SEG, OP_JMPF, OP_JMPF_RM, OP_CALLF_RM, OP_CALLF, OP_RETF,
   OP_CLTS, OP_IN, OP_OUT, OP_STRING, OP_RDMSR, OP_CPUID, OP_PAUSE, OP_LAR_LSL,
