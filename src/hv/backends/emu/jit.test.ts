@@ -105,4 +105,18 @@ describe('emu: compiled blocks behave as the interpreter', () => {
     assert.deepEqual(hot.st.regs, cold.st.regs);
     assert.equal(hot.instret, cold.instret, 'retired instructions');
   });
+
+  it('identical code at two addresses shares one compiled function', async () => {
+    const body = 'add rax, rbx\nxor rdx, rax\nimul rbx, rdx, 3\nret';
+    const vm = await longModeVm(`mov r14, ${JIT_THRESHOLD + 5}\nouter:\ncall f1\ncall f2\ndec r14\njnz outer\nhlt\nf1:\n${body}\nf2:\n${body}`);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const cache = vm.partition.cache;
+    const at = (name: string): number => {
+      for (let b = 0; b < cache.blocks; b++) if (cache.blkFn[b] !== undefined && Math.floor(cache.blkKey[b]! / 4) === vm.sym(name)) return b;
+      return -1;
+    };
+    const b1 = at('f1'), b2 = at('f2');
+    assert.ok(b1 >= 0 && b2 >= 0 && b1 !== b2, 'both copies compiled');
+    assert.equal(cache.blkFn[b1], cache.blkFn[b2]);
+  });
 });

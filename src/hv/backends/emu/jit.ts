@@ -77,6 +77,8 @@ export const LOOP_ITERATIONS = 64;
  * parameter F), so that the source of a block does not depend on where the block sits in the
  * pool and identical code shares one compiled function (see `compiled`).
  */
+// DEVNOTE: set by compileBlock for the block being compiled (compilation is synchronous and
+// never reentrant), read by the templates through recRef.
 let recBase = 0;
 function recRef(i: number): string { return `F + ${i - recBase}`; }
 
@@ -391,8 +393,6 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
  */
 const compiled = new Map<string, BlockFn>();
 const MAX_SHARED_FNS = 1 << 16;
-/** Blocks that reused a compiled function (statistics). */
-export const compileStats = { shared: 0 };
 
 /** Compile a decoded block; returns null when nothing in it benefits. */
 export function compileBlock(D: Int32Array, first: number, count: number, mode: number): BlockFn | null {
@@ -636,6 +636,6 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
     fn = new Function('c', 'R', 'F', src) as BlockFn;
     compiled.set(src, fn);
-  } else compileStats.shared++;
+  }
   return fn;
 }
