@@ -147,11 +147,10 @@ export class Cpu {
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
-  // Jump cache (runSlice): linear RIP, translation generation, block and block key per slot.
+  // Jump cache (runSlice): linear RIP, translation generation and block per slot.
   readonly jcLin = new Float64Array(JC_SIZE).fill(NaN);
   readonly jcGen = new Float64Array(JC_SIZE);
   readonly jcBlk = new Int32Array(JC_SIZE);
-  readonly jcKey = new Float64Array(JC_SIZE);
   /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
   gen = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
@@ -1064,12 +1063,12 @@ export class Cpu {
       }
       if (this.halted) return (this.eflags & IF) !== 0 || this.nmiPending ? RUN_HALT_WAIT : RUN_HALTED;
       // The jump cache (QEMU's tb_jmp_cache): linear RIP -> block, valid while the translation
-      // generation (see `gen`) is the one that found it and the block still holds the same
-      // physical address and mode (block ids are reused after a flush).
+      // generation (see `gen`) is the one that found it. Invalidating blocks or flushing the
+      // cache gives every VP a new generation (CodeCache.onInvalidate), so a hit is a valid block.
       const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
       const h = (lin ^ (lin >>> JC_BITS)) & JC_MASK;
       let b = this.jcBlk[h]!;
-      if (this.jcLin[h] !== lin || this.jcGen[h] !== this.gen || cache.blkValid[b] !== 1 || cache.blkKey[b] !== this.jcKey[h]) {
+      if (this.jcLin[h] !== lin || this.jcGen[h] !== this.gen) {
         b = this.#findBlock();
         if (b < 0) {
           if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }
@@ -1077,7 +1076,7 @@ export class Cpu {
           if (b === -2) return RUN_ERROR;
           continue;
         }
-        this.jcLin[h] = lin; this.jcGen[h] = this.gen; this.jcBlk[h] = b; this.jcKey[h] = cache.blkKey[b]!;
+        this.jcLin[h] = lin; this.jcGen[h] = this.gen; this.jcBlk[h] = b;
       }
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];

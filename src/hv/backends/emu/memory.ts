@@ -86,6 +86,12 @@ export class CodeCache {
   readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, compileMs: 0 };
   /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
   onNewCodePage: (pa: number) => void = () => undefined;
+  /**
+   * Called when blocks stop being valid (a page invalidated, the cache flushed): every VP takes
+   * a new translation generation, which empties its jump cache (cpu.ts runSlice), so the jump
+   * cache needs no per-lookup validity check.
+   */
+  onInvalidate: () => void = () => undefined;
 
   constructor(readonly phys: PhysMem) {}
 
@@ -147,6 +153,7 @@ export class CodeCache {
 
   /** Drop every block decoded from physical page `page` (a page number). */
   invalidatePage(page: number): void {
+    this.onInvalidate();
     let b = this.pageHead.get(page) ?? -1;
     this.pageHead.delete(page);
     let guard = MAX_BLOCKS;
@@ -177,6 +184,7 @@ export class CodeCache {
   }
 
   flush(): void {
+    this.onInvalidate();
     this.poolUsed = 0;
     this.blocks = 0;
     this.tKey.fill(-1);
