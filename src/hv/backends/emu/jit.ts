@@ -244,9 +244,14 @@ class FlagState {
   sz = 0;
 
   /** Code that records a lazy flag operation in the locals and writes it through. */
+  /** False while compiling an instruction whose flags nothing can observe in the processor (see deadFlags). */
+  through = true;
+
   set(op: number, sz: number, d: string, dh: string, s: string, sh: string, r: string, rh: string, cin: string): string {
     this.kind = op; this.sz = sz;
-    return `fa = ${d}; fah = ${dh}; fb = ${s}; fbh = ${sh}; fr = ${r}; frh = ${rh}; fc = ${cin};
+    const locals = `fa = ${d}; fah = ${dh}; fb = ${s}; fbh = ${sh}; fr = ${r}; frh = ${rh}; fc = ${cin};`;
+    if (!this.through) return locals;
+    return `${locals}
       c.fOp = ${op}; c.fSz = ${sz}; c.fDst = fa; c.fDstHi = fah; c.fSrc = fb; c.fSrcHi = fbh; c.fRes = fr; c.fResHi = frh; c.fCin = fc;`;
   }
   forget(): void { this.kind = -1; }
@@ -385,6 +390,39 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
   }
 }
 
+const FLAG_PURE = 0, FLAG_FULL = 1, FLAG_BARRIER = 2;
+/**
+ * How record `i` (64-bit code) relates to the flags as compiled inline: FLAG_PURE neither
+ * touches the flags nor can leave the block (register moves, LEA, SETcc/CMOVcc into registers,
+ * which read the flags from locals...); FLAG_FULL replaces all of them without observing the
+ * processor's copy and without being able to fault (register-only ALU/TEST/INC/DEC/NEG, IMUL,
+ * SHL/SHR/SAR by a non-zero constant); FLAG_BARRIER is everything else (memory operands can
+ * fault, branches leave, fallbacks and rotates read the processor's flags). Must stay in step
+ * with what compileBlock emits inline.
+ */
+function flagClass(D: Int32Array, i: number): number {
+  const op = D[i + F_OP]!, fl = D[i + F_FL]!, sz = fl & 3;
+  if ((fl & FL_MEM) !== 0) return FLAG_BARRIER;
+  switch (op) {
+    case OP_NOP: case OP_MOV_R_I: case OP_MOV_RM_I: case OP_MOV_R_RM: case OP_MOV_RM_R: case OP_SETCC: case OP_NOT_RM:
+      return FLAG_PURE;
+    case OP_MOVZX: case OP_MOVSX: return sz >= 1 ? FLAG_PURE : FLAG_BARRIER;
+    case OP_LEA: return sz >= 2 && ((fl & FL_ASZ_MASK) >> FL_ASZ_SHIFT) === 3 ? FLAG_PURE : FLAG_BARRIER;
+    case OP_CMOVCC: case OP_XCHG_RM_R: case OP_XCHG_AX: case OP_BSWAP: case OP_CBW: case OP_CWD:
+      return sz >= 2 ? FLAG_PURE : FLAG_BARRIER;
+    case OP_ALU_RM_R: case OP_ALU_RM_I: case OP_ALU_R_RM: case OP_TEST_RM_R: case OP_TEST_RM_I:
+    case OP_INC_RM: case OP_DEC_RM: case OP_NEG_RM:
+      return FLAG_FULL;
+    case OP_IMUL_R_RM: case OP_IMUL_R_RM_I: return sz >= 2 ? FLAG_FULL : FLAG_BARRIER;
+    case OP_SHIFT: {
+      const src = D[i + F_IMM2]!, sub = D[i + F_SUB]!;
+      if (sz < 2 || src === 1 || sub < 4) return FLAG_BARRIER;
+      return ((src === 0 ? 1 : D[i + F_IMM]! & 0xff) & (sz === 3 ? 0x3f : 0x1f)) !== 0 ? FLAG_FULL : FLAG_PURE;
+    }
+    default: return FLAG_BARRIER;
+  }
+}
+
 /**
  * Compiled functions by source, shared by every block (of every partition in the process) with
  * the same code: the same kernel or library code decoded again after an invalidation or a cache
@@ -416,6 +454,26 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
   const followed = (k: number): boolean => D[((first + k) << LOG_STRIDE) + F_OP] === OP_JMP_REL && internal(k) === k + 1;
   for (let k = 0; k < count; k++) { const j = internal(k); if (j >= 0 && !followed(k)) targets.add(j); }
   const dispatch = targets.size > 0;
+  // Flag-setting instructions whose lazy record nothing can read from the processor: the next
+  // full flag writer comes before any instruction that can leave the block or read the
+  // processor's flags, and before any branch target. Their record stays in locals only.
+  // ADC/SBB producers always write through (conditions after them read the processor's copy).
+  const deadFlags = new Uint8Array(count);
+  if (mode === 2) {
+    for (let k = 0; k < count; k++) {
+      const i = (first + k) << LOG_STRIDE;
+      if (flagClass(D, i) !== FLAG_FULL) continue;
+      const op = D[i + F_OP]!;
+      if ((op === OP_ALU_RM_R || op === OP_ALU_RM_I || op === OP_ALU_R_RM) && (D[i + F_SUB] === 2 || D[i + F_SUB] === 3)) continue;
+      if (op === OP_IMUL_R_RM || op === OP_IMUL_R_RM_I || op === OP_SHIFT) continue;   // these set EFLAGS directly
+      for (let m = k + 1; m < count; m++) {
+        if (targets.has(m)) break;
+        const c = flagClass(D, (first + m) << LOG_STRIDE);
+        if (c === FLAG_BARRIER) break;
+        if (c === FLAG_FULL) { deadFlags[k] = 1; break; }
+      }
+    }
+  }
   for (let k = 0; k < count; k++) {
     const i = (first + k) << LOG_STRIDE;
     const op = D[i + F_OP]!, fl = D[i + F_FL]!, sz = fl & 3, mem = (fl & FL_MEM) !== 0;
@@ -425,6 +483,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     const brkCheck = `if (c.brk !== 0) { c.brk = 0; c.rip = c.wrapIp(c.ripBase + ${next}); return ${k}; }`;
     const reg = D[i + F_REG]!, rm = D[i + F_RM]!;
     if (dispatch && (k === 0 || targets.has(k))) { out.push(`case ${k}:`); f.forget(); }
+    f.through = deadFlags[k] === 0;
     const hiOf = (s: number): string => (s === 3 ? 'c.vhi' : '0');
     let code: string | null = null;
     switch (op) {
