@@ -62,7 +62,7 @@ export const EFER_SCE = 1, EFER_LME = 0x100, EFER_LMA = 0x400, EFER_NXE = 0x800;
 export const MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175,
   MSR_SYSENTER_EIP = 0x176, MSR_PAT = 0x277, MSR_EFER = 0xc0000080, MSR_STAR = 0xc0000081, MSR_LSTAR = 0xc0000082,
   MSR_CSTAR = 0xc0000083, MSR_SFMASK = 0xc0000084, MSR_FS_BASE = 0xc0000100, MSR_GS_BASE = 0xc0000101,
-  MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103;
+  MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103, MSR_TSC_DEADLINE = 0x6e0;
 
 
 const JC_BITS = 12, JC_SIZE = 1 << JC_BITS, JC_MASK = JC_SIZE - 1;
@@ -2842,6 +2842,7 @@ export class Cpu {
       case MSR_GS_BASE: fromNum(this.sBase[SEG_GS]!); break;
       case MSR_KERNEL_GS_BASE: fromNum(this.kernelGsBase); break;
       case MSR_TSC_AUX: lo = this.tscAux; break;
+      case MSR_TSC_DEADLINE: fromNum(this.lapic.readTscDeadline()); break;
       default: return this.#rdmsrExit(msr);
     }
     this.setR(0, 2, lo, 0); this.setR(2, 2, hi, 0);
@@ -2889,6 +2890,12 @@ export class Cpu {
       case MSR_GS_BASE: if (!canonical) return false; this.sBase[SEG_GS] = c; return true;
       case MSR_KERNEL_GS_BASE: if (!canonical) return false; this.kernelGsBase = c; return true;
       case MSR_TSC_AUX: this.tscAux = lo; return true;
+      case MSR_TSC_DEADLINE: {
+        // The TSC counts nanoseconds plus tscOffset; the APIC's clock is the same nanoseconds.
+        const tsc = (hi >>> 0) * TWO32 + (lo >>> 0);
+        this.lapic.setTscDeadline(tsc, tsc - this.tscOffset);
+        return true;
+      }
       default: return this.env.exits().msrWrite(this.env.vpIndex, msr, (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0));
     }
   }

@@ -655,6 +655,55 @@ describe('emu: LAPIC timer in a guest', () => {
     assert.deepEqual(await vm.run(), { kind: 'halted' });
     assert.equal((await vm.state()).regs.r8, 3n);
   });
+
+  it('a TSC-deadline timer (WRMSR IA32_TSC_DEADLINE) wakes HLT once, after the deadline, and the MSR reads 0 after', async () => {
+    const vm = await longModeVm(`
+      mov eax, 1
+      cpuid
+      bt ecx, 24                             # CPUID.01H:ECX.TSC_DEADLINE
+      setc r9b
+      mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff      # SVR
+      mov dword ptr [rsi + 0x320], 0x40051   # TSC-deadline, vector 0x51
+      xor r8d, r8d
+      rdtsc
+      shl rdx, 32
+      or rax, rdx
+      mov r10, rax                           # start
+      add rax, 3000000                       # +3 ms
+      mov r11, rax                           # the deadline
+      mov rdx, rax
+      shr rdx, 32
+      mov ecx, 0x6e0
+      wrmsr
+      rdmsr
+      shl rdx, 32
+      or rax, rdx
+      mov r12, rax                           # reads back while armed
+      sti
+      hlt
+      cli
+      rdtsc
+      shl rdx, 32
+      or rax, rdx
+      mov r13, rax                           # when the interrupt came
+      mov ecx, 0x6e0
+      rdmsr
+      shl rdx, 32
+      or rax, rdx
+      mov r14, rax                           # 0 after it fired
+      hlt
+      tick: inc r8d
+      mov dword ptr [rsi + 0xb0], 0
+      iretq`, { idt: new Map([[0x51, 'tick']]) });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const r = (await vm.state()).regs;
+    assert.equal(r.r9, 1n);
+    assert.equal(r.r8, 1n);
+    assert.equal(r.r12, r.r11);
+    assert.ok(r.r13 >= r.r11, `interrupt at ${r.r13} before the deadline ${r.r11}`);
+    assert.equal(r.r14, 0n);
+  });
 });
 
 describe('emu: NMI', () => {

@@ -23,7 +23,7 @@ import type { Backend, CpuidEntry, ExitHandler, Partition, PartitionConfig, Virt
 import { IOAPIC_BASE, IOAPIC_SIZE, Ioapic } from './ioapic.js';
 import { LAPIC_STATE_SIZE, XSAVE_AREA_SIZE, type SegmentRegister, type VpState } from '../state.js';
 import {
-  Cpu, CR0_PE, EFER_LMA, MSR_CSTAR, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS,
+  Cpu, CR0_PE, EFER_LMA, MSR_CSTAR, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_TSC_DEADLINE,
   MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, MSR_TSC_AUX, PHYS_BITS, RUN_ERROR, RUN_HALT_WAIT, RUN_HALTED,
   RUN_SHUTDOWN, RUN_SLICE, RUN_STOPPED, type CpuEnv,
 } from './cpu.js';
@@ -62,7 +62,7 @@ export function emuSupportedCpuid(): CpuidEntry[] {
   const edx1 = (1 << 0) /* FPU */ | (1 << 3) /* PSE */ | (1 << 4) /* TSC */ | (1 << 5) /* MSR */ | (1 << 6) /* PAE */ |
     (1 << 8) /* CX8 */ | (1 << 9) /* APIC */ | (1 << 13) /* PGE */ | (1 << 15) /* CMOV */ | (1 << 16) /* PAT */ |
     (1 << 19) /* CLFSH */ | (1 << 24) /* FXSR */ | (1 << 25) /* SSE */ | (1 << 26) /* SSE2 */;
-  const ecx1 = (1 << 13) /* CMPXCHG16B */ | (1 << 23) /* POPCNT */;
+  const ecx1 = (1 << 13) /* CMPXCHG16B */ | (1 << 23) /* POPCNT */ | (1 << 24) /* TSC-deadline timer */;
   out.push({ function: 1, index: 0, eax: 0x600, ebx: (1 << 16) | (8 << 8), ecx: ecx1, edx: edx1 >>> 0 });
   out.push({ function: 0x80000000, index: 0, eax: 0x80000008, ebx: 0, ecx: 0, edx: 0 });
   const edx81 = (1 << 11) /* SYSCALL */ | (1 << 20) /* NX */ | (1 << 26) /* 1 GiB pages */ | (1 << 27) /* RDTSCP */ | (1 << 29) /* LM */;
@@ -229,7 +229,7 @@ export class EmuVp implements VirtualProcessor {
       [MSR_STAR, pair(c.starLo, c.starHi)], [MSR_LSTAR, u64(c.lstar)], [MSR_CSTAR, u64(c.cstar)],
       [MSR_SFMASK, BigInt(c.sfmask >>> 0)], [MSR_KERNEL_GS_BASE, u64(c.kernelGsBase)], [MSR_PAT, pair(c.patLo, c.patHi)],
       [MSR_SYSENTER_CS, BigInt(c.sysenterCs)], [MSR_SYSENTER_ESP, u64(c.sysenterEsp)], [MSR_SYSENTER_EIP, u64(c.sysenterEip)],
-      [MSR_TSC, u64(c.tsc())], [MSR_TSC_AUX, BigInt(c.tscAux >>> 0)],
+      [MSR_TSC, u64(c.tsc())], [MSR_TSC_AUX, BigInt(c.tscAux >>> 0)], [MSR_TSC_DEADLINE, u64(c.lapic.readTscDeadline())],
     ]);
     return Promise.resolve({
       regs: {
@@ -287,6 +287,9 @@ export class EmuVp implements VirtualProcessor {
     const sesp = m(MSR_SYSENTER_ESP); if (sesp !== undefined) c.sysenterEsp = toCanon(sesp);
     const seip = m(MSR_SYSENTER_EIP); if (seip !== undefined) c.sysenterEip = toCanon(seip);
     if (s.lapic.length >= LAPIC_STATE_SIZE) c.lapic.setState(s.lapic);
+    // After the LAPIC (its timer mode) and the TSC offset: re-arm a TSC-deadline timer.
+    const tscd = m(MSR_TSC_DEADLINE);
+    if (tscd !== undefined && tscd !== 0n) { const t = Number(BigInt.asUintN(52, tscd)); c.lapic.setTscDeadline(t, t - c.tscOffset); }
     if (s.xsave.length >= 512) {
       const img = new DataView(s.xsave.buffer, s.xsave.byteOffset, 512);
       fxrstorImage(c, img);  // MXCSR reserved bits are dropped

@@ -103,4 +103,36 @@ describe('emu LAPIC timer', () => {
     now += 160; l.poll(now);
     assert.equal(l.ready, -1);
   });
+
+  it('TSC-deadline mode: armed by the MSR, fires once and reads 0 after; ICR ignored; a mode switch disarms', () => {
+    let now = 5000;
+    const l = new Lapic(0, () => undefined, () => now);
+    l.write(LAPIC_SVR, 0x1ff);
+    l.setTscDeadline(9000, 9000);                           // not in TSC-deadline mode: ignored
+    assert.equal(l.readTscDeadline(), 0);
+    assert.equal(l.deadline, Infinity);
+    l.write(0x320, 0x40040);                               // TSC-deadline, vector 0x40
+    l.write(0x380, 100);                                   // ignored in this mode
+    assert.equal(l.read(0x380), 0);
+    l.setTscDeadline(1_000_007_000, 7000);                 // TSC value and the same instant on the APIC clock
+    assert.equal(l.readTscDeadline(), 1_000_007_000);
+    assert.equal(l.read(0x390), 0);                        // current count reads 0 in this mode
+    now = 6999; l.poll(now);
+    assert.equal(l.ready, -1);
+    now = 7000; l.poll(now);
+    assert.equal(l.ready, 0x40);
+    assert.equal(l.readTscDeadline(), 0);                  // fired: disarmed
+    assert.equal(l.acknowledge(), 0x40); l.write(LAPIC_EOI, 0);
+    now = 8000; l.poll(now);
+    assert.equal(l.ready, -1);                              // once only
+    l.setTscDeadline(1_000_009_000, 9000);
+    l.setTscDeadline(0, 0);                                // 0 disarms
+    now = 10000; l.poll(now);
+    assert.equal(l.ready, -1);
+    l.setTscDeadline(1_000_011_000, 11000);
+    l.write(0x320, 0x00040);                               // back to one-shot: disarmed
+    assert.equal(l.readTscDeadline(), 0);
+    now = 12000; l.poll(now);
+    assert.equal(l.ready, -1);
+  });
 });

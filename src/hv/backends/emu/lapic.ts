@@ -6,8 +6,9 @@
  * version, TPR, APR/PPR, EOI, LDR, DFR, SVR (software enable), ISR/TMR/IRR bitmaps, ESR, ICR
  * (fixed IPIs by physical destination or shorthand), the LVT entries as plain storage, and
  * vector priority: an interrupt is deliverable when its priority class exceeds the PPR, and the
- * timer (one-shot and periodic; TSC-deadline is not advertised) counting at LAPIC_TIMER_HZ
- * divided by the divide configuration.
+ * timer: one-shot and periodic counting at LAPIC_TIMER_HZ divided by the divide configuration,
+ * and TSC-deadline (SDM 10.5.4.1; LVT timer mode 10b, armed by the IA32_TSC_DEADLINE MSR, which
+ * the processor forwards to `setTscDeadline`; CPUID.01H:ECX[24] is advertised).
  * IPIs: fixed, lowest priority, NMI, INIT and STARTUP (the partition routes them).
  * FUTURE: ExtINT/SMI delivery modes, x2APIC.
  *
@@ -28,6 +29,7 @@ const VERSION_VALUE = 0x00050014;
 /** The APIC timer's input clock (the "bus" clock): 1 GHz, so one count is one nanosecond at divide-by-1. */
 export const LAPIC_TIMER_HZ = 1_000_000_000;
 const LVT_TIMER_PERIODIC = 1 << 17;
+const LVT_TIMER_MODE_SHIFT = 17, TIMER_TSC_DEADLINE = 2;
 
 /** How an APIC sends an IPI to another VP's APIC (the partition routes it). */
 /** mode: ICR delivery mode (0 fixed, 1 lowest priority, 4 NMI, 5 INIT, 6 STARTUP). */
@@ -44,6 +46,8 @@ export class Lapic {
   /** Absolute time (ns, `now()` clock) of the next timer expiry, or Infinity. */
   deadline = Infinity;
   #periodNs = 0;
+  /** IA32_TSC_DEADLINE as the guest wrote it (TSC-deadline mode; 0: disarmed, also after it fired). */
+  tscDeadline = 0;
 
   constructor(readonly apicId: number, private readonly ipi: IpiSink, private readonly now: () => number = () => performance.now() * 1e6) { this.reset(); }
 
@@ -57,7 +61,23 @@ export class Lapic {
     this.ready = -1;
     this.deadline = Infinity;
     this.#periodNs = 0;
+    this.tscDeadline = 0;
   }
+
+  #timerMode(): number { return (this.#get(LAPIC_LVT_TIMER) >>> LVT_TIMER_MODE_SHIFT) & 3; }
+
+  /**
+   * WRMSR IA32_TSC_DEADLINE: `tsc` is the value written, `at` the same instant on this APIC's
+   * `now()` clock (the processor converts: its TSC counts nanoseconds plus an offset). Outside
+   * TSC-deadline mode the write is ignored (SDM 10.5.4.1); 0 disarms.
+   */
+  setTscDeadline(tsc: number, at: number): void {
+    if (this.#timerMode() !== TIMER_TSC_DEADLINE) return;
+    this.tscDeadline = tsc;
+    this.deadline = tsc === 0 ? Infinity : at;
+  }
+  /** RDMSR IA32_TSC_DEADLINE: 0 outside TSC-deadline mode. */
+  readTscDeadline(): number { return this.#timerMode() === TIMER_TSC_DEADLINE ? this.tscDeadline : 0; }
 
   #divisor(): number {
     const d = this.#get(LAPIC_TIMER_DCR);
@@ -69,7 +89,11 @@ export class Lapic {
   poll(now = this.now()): void {
     if (now < this.deadline) return;
     const lvt = this.#get(LAPIC_LVT_TIMER);
-    if ((lvt & LVT_TIMER_PERIODIC) !== 0 && this.#periodNs > 0) {
+    const mode = (lvt >>> LVT_TIMER_MODE_SHIFT) & 3;
+    if (mode === TIMER_TSC_DEADLINE) {
+      this.tscDeadline = 0;   // fired: the MSR reads 0 again
+      this.deadline = Infinity;
+    } else if ((lvt & LVT_TIMER_PERIODIC) !== 0 && this.#periodNs > 0) {
       this.deadline += this.#periodNs;
       if (this.deadline <= now) this.deadline = now + this.#periodNs;  // fell behind: skip the missed ticks
     } else this.deadline = Infinity;
@@ -152,7 +176,7 @@ export class Lapic {
     if (off >= 0x400) return 0;
     if (off === LAPIC_PPR) return this.#ppr();
     if (off === LAPIC_TIMER_CCR) {
-      if (this.deadline === Infinity) return 0;
+      if (this.deadline === Infinity || this.#timerMode() === TIMER_TSC_DEADLINE) return 0;
       return Math.min(0xffffffff, Math.max(0, Math.ceil((this.deadline - this.now()) / this.#divisor())));
     }
     return this.#get(off);
@@ -189,6 +213,7 @@ export class Lapic {
         break;
       }
       case LAPIC_TIMER_ICR: {
+        if (this.#timerMode() === TIMER_TSC_DEADLINE) break;   // ignored in TSC-deadline mode
         this.#set(off, v);
         this.#periodNs = v * this.#divisor() * (1e9 / LAPIC_TIMER_HZ);
         this.deadline = v === 0 ? Infinity : this.now() + this.#periodNs;
@@ -197,7 +222,14 @@ export class Lapic {
       case LAPIC_TIMER_DCR: this.#set(off, v & 0xb); break;
       default:
         if (off >= LAPIC_LVT_TIMER && off <= LAPIC_LVT_ERROR) {
+          const before = this.#timerMode();
           this.#set(off, this.softwareEnabled ? v : v | LVT_MASKED);
+          // Switching the timer into or out of TSC-deadline mode disarms it (SDM 10.5.4.1).
+          if (off === LAPIC_LVT_TIMER && (before === TIMER_TSC_DEADLINE) !== (this.#timerMode() === TIMER_TSC_DEADLINE)) {
+            this.tscDeadline = 0;
+            this.deadline = Infinity;
+            if (this.#timerMode() === TIMER_TSC_DEADLINE) this.#set(LAPIC_TIMER_ICR, 0);
+          }
         }
         break; // ID/version/ISR/TMR/IRR/PPR/APR and reserved: read-only or ignored
     }
@@ -215,10 +247,12 @@ export class Lapic {
   getState(): Uint8Array { return this.regs.slice(); }
   setState(bytes: Uint8Array): void {
     this.regs.set(bytes.subarray(0, 1024));
-    // The timer restarts from its initial count (the image holds no absolute time).
+    // The timer restarts from its initial count (the image holds no absolute time); in
+    // TSC-deadline mode it stays disarmed until the processor re-arms it from the saved MSR.
     const icr = this.#get(LAPIC_TIMER_ICR);
     this.#periodNs = icr * this.#divisor() * (1e9 / LAPIC_TIMER_HZ);
-    this.deadline = icr === 0 ? Infinity : this.now() + this.#periodNs;
+    this.tscDeadline = 0;
+    this.deadline = icr === 0 || this.#timerMode() === TIMER_TSC_DEADLINE ? Infinity : this.now() + this.#periodNs;
     this.#update();
   }
 }
