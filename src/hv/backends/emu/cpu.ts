@@ -733,6 +733,28 @@ export class Cpu {
     return e & 0xffff;
   }
 
+  /** Linear address of the memory operand read by #rdRmw, for the matching #wrRmw (-1: register). */
+  #rmwLin = -1;
+
+  /**
+   * Read the r/m operand of a read-modify-write instruction: a memory operand is checked for
+   * writing first (so a fault comes before any state changes) and its address kept for
+   * #wrRmw. High half in vhi for 64-bit. On a fault returns 0 with excVec set.
+   */
+  #rdRmw(i: number, sz: number): number {
+    const D = this.D;
+    if ((D[i + F_FL]! & FL_MEM) === 0) { this.#rmwLin = -1; return this.getR(D[i + F_RM]!, sz); }
+    const lin = this.ea(i);
+    if (this.excVec !== -1 || !this.probeW(lin, sz)) return 0;
+    this.#rmwLin = lin;
+    return this.rdN(lin, sz);
+  }
+  /** Write the result of a read-modify-write back to the operand #rdRmw read. */
+  #wrRmw(i: number, sz: number, lo: number, hi: number): void {
+    if ((this.D[i + F_FL]! & FL_MEM) !== 0) this.wrN(this.#rmwLin, sz, lo, hi);
+    else this.setR(this.D[i + F_RM]!, sz, lo, hi);
+  }
+
   /** Read the r/m operand (register or memory). High half in vhi for 64-bit. */
   rdRM(i: number, sz: number): number {
     const D = this.D;
@@ -1339,20 +1361,10 @@ export class Cpu {
         return ST_NEXT;
       }
       case 20 /* OP_INC_RM */: case 21 /* OP_DEC_RM */: {
-        const dec = D[i + F_OP] === OP_DEC_RM;
-        if ((fl & FL_MEM) !== 0) {
-          const lin = this.ea(i);
-          if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-          const a = this.rdN(lin, sz);
-          if (this.excVec !== -1) return ST_EXC;
-          const r = this.incdec(sz, a, this.vhi, dec);
-          this.wrN(lin, sz, r, this.rhi);
-          return ST_NEXT;
-        }
-        const rm = D[i + F_RM]!;
-        const a = this.getR(rm, sz);
-        const r = this.incdec(sz, a, sz === 3 ? this.vhi : 0, dec);
-        this.setR(rm, sz, r, this.rhi);
+        const a = this.#rdRmw(i, sz);
+        if (this.excVec !== -1) return ST_EXC;
+        const r = this.incdec(sz, a, sz === 3 ? this.vhi : 0, D[i + F_OP] === OP_DEC_RM);
+        this.#wrRmw(i, sz, r, this.rhi);
         return ST_NEXT;
       }
       case 11 /* OP_MOVZX */: case 12 /* OP_MOVSX */: {
@@ -1413,19 +1425,10 @@ export class Cpu {
       case 14 /* OP_XCHG_RM_R */: {
         const reg = D[i + F_REG]!;
         const b = this.getR(reg, sz), bHi = this.vhi;
-        if ((fl & FL_MEM) !== 0) {
-          const lin = this.ea(i);
-          if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-          const a = this.rdN(lin, sz);
-          if (this.excVec !== -1) return ST_EXC;
-          const aHi = this.vhi;
-          this.wrN(lin, sz, b, bHi);
-          this.setR(reg, sz, a, aHi);
-          return ST_NEXT;
-        }
-        const rm = D[i + F_RM]!;
-        const a = this.getR(rm, sz), aHi = this.vhi;
-        this.setR(rm, sz, b, bHi);
+        const a = this.#rdRmw(i, sz);
+        if (this.excVec !== -1) return ST_EXC;
+        const aHi = this.vhi;
+        this.#wrRmw(i, sz, b, bHi);
         this.setR(reg, sz, a, aHi);
         return ST_NEXT;
       }
@@ -1457,20 +1460,13 @@ export class Cpu {
         return ST_NEXT;
       }
       case 22 /* OP_NOT_RM */: case 23 /* OP_NEG_RM */: {
-        const neg = D[i + F_OP] === OP_NEG_RM;
-        let lin = 0;
-        let a: number;
-        if ((fl & FL_MEM) !== 0) {
-          lin = this.ea(i);
-          if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-          a = this.rdN(lin, sz);
-          if (this.excVec !== -1) return ST_EXC;
-        } else a = this.getR(D[i + F_RM]!, sz);
+        const a = this.#rdRmw(i, sz);
+        if (this.excVec !== -1) return ST_EXC;
         const aHi = sz === 3 ? this.vhi : 0;
         let r: number, rHi: number;
-        if (neg) { r = this.sub(sz, 0, 0, a, aHi, 0, FOP_SUB); rHi = this.rhi; }
+        if (D[i + F_OP] === OP_NEG_RM) { r = this.sub(sz, 0, 0, a, aHi, 0, FOP_SUB); rHi = this.rhi; }
         else { r = ~a; rHi = ~aHi; }
-        if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, r, rHi); else this.setR(D[i + F_RM]!, sz, r, rHi);
+        this.#wrRmw(i, sz, r, rHi);
         return ST_NEXT;
       }
       case 24 /* OP_MUL_RM */: case 25 /* OP_IMUL1_RM */: return this.#mul1(i, D[i + F_OP] === OP_IMUL1_RM);
@@ -1547,23 +1543,14 @@ export class Cpu {
       case 49 /* OP_XADD */: {
         const reg = D[i + F_REG]!;
         const b = this.getR(reg, sz), bHi = this.vhi;
-        if ((fl & FL_MEM) !== 0) {
-          const lin = this.ea(i);
-          if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-          const a = this.rdN(lin, sz);
-          if (this.excVec !== -1) return ST_EXC;
-          const aHi = this.vhi;
-          const r = this.add(sz, a, aHi, b, bHi, 0, FOP_ADD);
-          this.wrN(lin, sz, r, this.rhi);
-          this.setR(reg, sz, a, aHi);
-          return ST_NEXT;
-        }
-        const rm = D[i + F_RM]!;
-        const a = this.getR(rm, sz), aHi = this.vhi;
+        const a = this.#rdRmw(i, sz);
+        if (this.excVec !== -1) return ST_EXC;
+        const aHi = this.vhi;
         const r = this.add(sz, a, aHi, b, bHi, 0, FOP_ADD);
         const rHi = this.rhi;
+        // The source register first: XADD r, r leaves the sum in the destination.
         this.setR(reg, sz, a, aHi);
-        this.setR(rm, sz, r, rHi);
+        this.#wrRmw(i, sz, r, rHi);
         return ST_NEXT;
       }
       case 51 /* OP_BSWAP */: {
@@ -2022,16 +2009,9 @@ export class Cpu {
 
   #shift(i: number): number {
     const D = this.D;
-    const fl = D[i + F_FL]!;
-    const sz = fl & 3;
-    let lin = 0;
-    let a: number;
-    if ((fl & FL_MEM) !== 0) {
-      lin = this.ea(i);
-      if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-      a = this.rdN(lin, sz);
-      if (this.excVec !== -1) return ST_EXC;
-    } else a = this.getR(D[i + F_RM]!, sz);
+    const sz = D[i + F_FL]! & 3;
+    let a = this.#rdRmw(i, sz);
+    if (this.excVec !== -1) return ST_EXC;
     let aHi = sz === 3 ? this.vhi : 0;
     const c = this.#shiftCount(i);
     const op = D[i + F_SUB]!;
@@ -2044,7 +2024,7 @@ export class Cpu {
         a = this.#shift32(op, a & MASK[sz]!, c, bits, sz);
       }
     }
-    if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, a, aHi); else this.setR(D[i + F_RM]!, sz, a, aHi);
+    this.#wrRmw(i, sz, a, aHi);
     return ST_NEXT;
   }
 
@@ -2165,16 +2145,9 @@ export class Cpu {
 
   #shiftDouble(i: number, right: boolean): number {
     const D = this.D;
-    const fl = D[i + F_FL]!;
-    const sz = fl & 3;
-    let lin = 0;
-    let a: number;
-    if ((fl & FL_MEM) !== 0) {
-      lin = this.ea(i);
-      if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-      a = this.rdN(lin, sz);
-      if (this.excVec !== -1) return ST_EXC;
-    } else a = this.getR(D[i + F_RM]!, sz);
+    const sz = D[i + F_FL]! & 3;
+    let a = this.#rdRmw(i, sz);
+    if (this.excVec !== -1) return ST_EXC;
     let aHi = sz === 3 ? this.vhi : 0;
     const origHi = aHi;
     const b = this.getR(D[i + F_REG]!, sz), bHi = sz === 3 ? this.vhi : 0;
@@ -2211,7 +2184,7 @@ export class Cpu {
         a = r;
       }
     }
-    if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, a, aHi); else this.setR(D[i + F_RM]!, sz, a, aHi);
+    this.#wrRmw(i, sz, a, aHi);
     return ST_NEXT;
   }
 
@@ -2269,23 +2242,17 @@ export class Cpu {
     const D = this.D, R = this.R;
     const fl = D[i + F_FL]!;
     const sz = fl & 3;
-    let lin = 0;
-    let d: number;
-    if ((fl & FL_MEM) !== 0) {
-      lin = this.ea(i);
-      if (this.excVec !== -1 || !this.probeW(lin, sz)) return ST_EXC;
-      d = this.rdN(lin, sz);
-      if (this.excVec !== -1) return ST_EXC;
-    } else d = this.getR(D[i + F_RM]!, sz);
+    const d = this.#rdRmw(i, sz);
+    if (this.excVec !== -1) return ST_EXC;
     const dHi = sz === 3 ? this.vhi : 0;
     const acc = this.getR(0, sz), accHi = sz === 3 ? this.vhi : 0;
     this.sub(sz, acc, accHi, d, dHi, 0, FOP_SUB);
     const equal = this.getZF();
     if (equal) {
       const s = this.getR(D[i + F_REG]!, sz), sHi = this.vhi;
-      if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, s, sHi); else this.setR(D[i + F_RM]!, sz, s, sHi);
+      this.#wrRmw(i, sz, s, sHi);
     } else {
-      if ((fl & FL_MEM) !== 0) this.wrN(lin, sz, d, dHi);
+      if ((fl & FL_MEM) !== 0) this.#wrRmw(i, sz, d, dHi);
       this.setR(0, sz, d, dHi);
     }
     void R;
