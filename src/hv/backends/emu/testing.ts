@@ -78,6 +78,15 @@ function seg(selector: number, attributes: number, limit = 0xffffffff): VpState[
   return { selector, base: 0n, limit, attributes };
 }
 
+function testVm(partition: EmuPartition, vp: EmuVp, exits: MockExits, symbols: Map<string, number>): TestVm {
+  return {
+    partition, vp, exits, symbols,
+    run: () => vp.run(),
+    state: () => vp.getState(),
+    sym: (name) => { const v = symbols.get(name); if (v === undefined) throw new Error(`no symbol ${name}`); return v; },
+  };
+}
+
 /** Build a long-mode machine with `source` at CODE_BASE; `idt` maps vectors to handler symbols (IST in high bits of the key: vector | ist << 8). */
 export async function longModeVm(source: string, opts: { idt?: Map<number, string>; vpCount?: number; cpuid?: { function: number; index: number; eax: number; ebx: number; ecx: number; edx: number }[] } = {}): Promise<TestVm> {
   const backend = createEmuBackend();
@@ -136,12 +145,7 @@ export async function longModeVm(source: string, opts: { idt?: Map<number, strin
   st.sregs.cr4 = 0x6a0n;        // PAE PGE OSFXSR OSXMMEXCPT
   st.sregs.efer = 0xd01n;       // SCE LME LMA NXE
   await vp.setState(st);
-  return {
-    partition, vp, exits, symbols,
-    run: () => vp.run(),
-    state: () => vp.getState(),
-    sym: (name) => { const v = symbols.get(name); if (v === undefined) throw new Error(`no symbol ${name}`); return v; },
-  };
+  return testVm(partition, vp, exits, symbols);
 }
 
 /** A real-mode machine: `source` (.code16) loaded at 0x7c00, CS=0, stack at 0x7000. */
@@ -163,12 +167,7 @@ export async function realModeVm(source: string): Promise<TestVm> {
   st.regs.rip = 0x7c00n;
   st.regs.rsp = 0x7000n;
   await vp.setState(st);
-  return {
-    partition, vp, exits, symbols,
-    run: () => vp.run(),
-    state: () => vp.getState(),
-    sym: (name) => { const v = symbols.get(name); if (v === undefined) throw new Error(`no symbol ${name}`); return v; },
-  };
+  return testVm(partition, vp, exits, symbols);
 }
 
 /** Assemble `source` into a static Linux executable, run it natively, return its stdout. */
