@@ -706,6 +706,39 @@ describe('emu: LAPIC timer in a guest', () => {
   });
 });
 
+describe('emu: a TSC deadline far in the future', () => {
+  it('halts quietly until stopped (no timer overflow warning, no early expiry)', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => { warnings.push(w.name); };
+    process.on('warning', onWarning);
+    try {
+      const vm = await longModeVm(`
+        mov rsi, 0xfee00000
+        mov dword ptr [rsi + 0xf0], 0x1ff      # SVR
+        mov dword ptr [rsi + 0x320], 0x40052   # TSC-deadline, vector 0x52
+        mov ecx, 0x6e0
+        mov eax, 0xffffffff
+        mov edx, 0x7fffffff                    # about 292 years of nanoseconds away
+        wrmsr
+        xor r8d, r8d
+        sti
+        hlt
+        hlt
+        tick: inc r8d
+        iretq`, { idt: new Map([[0x52, 'tick']]) });
+      const run = vm.run();
+      await new Promise((r) => setTimeout(r, 100));
+      vm.vp.requestStop();
+      assert.deepEqual(await run, { kind: 'stopped' });
+      assert.equal((await vm.state()).regs.r8, 0n);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
+
 describe('emu: NMI', () => {
   it('an NMI MSI interrupts even with IF=0 and is blocked until IRET', async () => {
     const vm = await longModeVm(`

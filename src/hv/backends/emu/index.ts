@@ -40,6 +40,8 @@ export const EMU_TSC_HZ = 1_000_000_000;
 /** Instructions per runSlice call; slices repeat until SLICE_MS has passed. */
 const SLICE_INSNS = 200_000;
 const SLICE_MS = 4;
+/** The longest delay setTimeout takes (2^31 - 1 ms). */
+const MAX_TIMEOUT_MS = 0x7fffffff;
 
 /** The vendor string the emulated processor reports (CPUID leaf 0). */
 export const EMU_VENDOR = 'TshvEmulated';
@@ -192,7 +194,10 @@ export class EmuVp implements VirtualProcessor {
             let timer: NodeJS.Timeout | undefined;
             await new Promise<void>((res) => {
               this.#wake = res;
-              if (due !== Infinity) timer = setTimeout(() => this.wake(), Math.max(0, (due - performance.now() * 1e6) / 1e6));
+              // Clamped to setTimeout's limit (about 24.8 days; Node fires longer ones after 1 ms
+              // with a warning): a guest can arm a TSC deadline centuries away. Waking early
+              // only polls the timer and halts again.
+              if (due !== Infinity) timer = setTimeout(() => this.wake(), Math.min(MAX_TIMEOUT_MS, Math.max(0, (due - performance.now() * 1e6) / 1e6)));
             });
             if (timer !== undefined) clearTimeout(timer);
             this.cpu.lapic.poll();
