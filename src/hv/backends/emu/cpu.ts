@@ -29,8 +29,8 @@ import {
 import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
-import { compileBlock, DONE, JIT_THRESHOLD } from './jit.js';
-import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB } from './ops.js';
+import { compileBlock, compileRegion, DONE, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
+import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB, TLB_BITS, TLB_MASK } from './ops.js';
 import type { ExitHandler } from '../backend.js';
 import { sseStep } from './sse.js';
 import { x87Step } from './fpu.js';
@@ -66,9 +66,7 @@ export const MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_SYSENTER_CS = 0x174, MSR_
 
 
 const JC_BITS = 12, JC_SIZE = 1 << JC_BITS, JC_MASK = JC_SIZE - 1;
-const TLB_BITS = 10;
 const TLB_SIZE = 1 << TLB_BITS;
-const TLB_MASK = TLB_SIZE - 1;
 const ACC_R = 0, ACC_W = 1, ACC_X = 2;
 const TWO32 = 4294967296;
 /** MAXPHYADDR advertised in CPUID 0x80000008. */
@@ -153,8 +151,14 @@ export class Cpu {
   readonly jcBlk = new Int32Array(JC_SIZE);
   /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
   gen = 0;
+  /** The block the running compiled function is in (jit.ts regions move it). */
+  rgnBlk = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
   jit = true;
+  /** Compile hot blocks of a page together (jit.ts compileRegion); off: block by block. */
+  regions = true;
+  /** Dispatcher runs of a compiled block that make its page a region (tests lower it). */
+  regionThreshold = REGION_THRESHOLD;
   readonly D: Int32Array;
 
   constructor(readonly phys: PhysMem, readonly cache: CodeCache, readonly lapic: Lapic, readonly env: CpuEnv) {
@@ -1103,11 +1107,17 @@ export class Cpu {
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];
       if (fn !== undefined) {
+        const runs = cache.blkExec[b]! + 1;
+        cache.blkExec[b] = runs;
+        if (runs === this.regionThreshold && this.regions) this.#compileRegion(b);
         this.ripBase = this.rip;
+        this.rgnBlk = b;
         const r = fn(this, this.R, cache.blkFirst[b]! << LOG_STRIDE);
-        if (r === DONE) { this.instret += cache.blkCount[b]!; this.rip = this.wrapIp(this.ripBase + cache.blkBytes[b]!); }
+        // A region may have moved on to another of its blocks: results are relative to that one.
+        const e = this.rgnBlk;
+        if (r === DONE) { this.instret += cache.blkCount[e]!; this.rip = this.wrapIp(this.ripBase + cache.blkBytes[e]!); }
         else if (r >= 0) this.instret += r + 1;
-        else this.#compiledFault(b, r);
+        else this.#compiledFault(e, r);
       } else this.#execBlock(b);
       if (this.exitReason !== 0) return this.exitReason;
     }
@@ -1191,6 +1201,25 @@ export class Cpu {
     }
     if (pageStart + off <= 4096) page2 = -1;
     return cache.commit(pa, this.mode, n, off, page2);
+  }
+
+  /**
+   * Block b, compiled, was entered from the dispatcher REGION_THRESHOLD times: compile it with
+   * the other hot compiled blocks of its page as one region (jit.ts compileRegion), which every
+   * member then enters, so branches between them no longer come back here.
+   */
+  #compileRegion(b: number): void {
+    const cache = this.cache;
+    // Members: blocks of the page run at least 1/25 as often as b from the dispatcher.
+    const candidates = cache.regionMembers(b, Math.ceil(this.regionThreshold / 25));
+    if (candidates.length < 2) return;
+    const t0 = performance.now();
+    const { fn: f, members } = compileRegion(this.D, candidates);
+    // Members entered from outside the region go on counting, but past the threshold: only a
+    // block that is not yet a member makes the page's region again.
+    for (const m of members) { cache.blkFn[m.blk] = f; cache.blkExec[m.blk] = Math.max(cache.blkExec[m.blk]!, this.regionThreshold + 1); }
+    cache.stats.regions++;
+    cache.stats.compileMs += performance.now() - t0;
   }
 
   /** A compiled block ended with an exception at instruction -(r+1): retire what ran, deliver it. */

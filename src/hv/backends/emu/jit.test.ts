@@ -80,6 +80,19 @@ function program(cs: string[]): string {
     results: .fill ${cs.length * 8}, 1, 0`;
 }
 
+/** Run `src` cold (interpreter only) and hot (compiled, regions from `regionThreshold` dispatcher runs on). */
+async function coldAndHot(src: string, regionThreshold: number) {
+  const runs = [];
+  for (const jit of [false, true]) {
+    const vm = await longModeVm(src);
+    vm.vp.cpu.jit = jit;
+    vm.vp.cpu.regionThreshold = regionThreshold;
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    runs.push({ vm, st: await vm.state(), instret: vm.vp.cpu.instret });
+  }
+  return runs as [typeof runs[0], typeof runs[0]];
+}
+
 describe('emu: compiled blocks behave as the interpreter', () => {
   it('same registers, flags, memory and instruction count, hot and cold', async () => {
     const cs = cases();
@@ -118,5 +131,38 @@ describe('emu: compiled blocks behave as the interpreter', () => {
     const b1 = at('f1'), b2 = at('f2');
     assert.ok(b1 >= 0 && b2 >= 0 && b1 !== b2, 'both copies compiled');
     assert.equal(cache.blkFn[b1], cache.blkFn[b2]);
+  });
+
+  it('regions: branches between the hot blocks of a page stay compiled, with the same results', async () => {
+    // Calls, returns, a jump table, backward jumps to another block's head, and a loop long
+    // enough that regions form early (JIT_THRESHOLD + 20 runs) and run for thousands of transfers.
+    const src = `mov r14, 3000\nxor eax, eax\nmov rbx, 0x1234567\nlea rdi, [rip + table]
+      top:\nmov rcx, rbx\nand ecx, 3\njmp [rdi + rcx * 8]
+      h0: add rax, rbx\ncall mix\njmp next
+      h1: xor rax, 0x55\nrol rbx, 7\njmp next
+      h2: sub rax, 3\ncall mix\ncall mix\njmp next
+      h3: imul rax, rax, 7\njmp next
+      next: mov rdx, rbx\nshl rdx, 13\nxor rbx, rdx\nmov rdx, rbx\nshr rdx, 7\nxor rbx, rdx\ndec r14\njnz top\nhlt
+      mix: add rax, rbx\nror rax, 11\ntest al, 1\njz 1f\ninc rax\n1: ret
+      .balign 8
+      table: .quad h0, h1, h2, h3`;
+    const [cold, hot] = await coldAndHot(src, JIT_THRESHOLD + 20);
+    assert.ok(hot.vm.partition.cache.stats.regions > 0, 'a region was compiled');
+    assert.deepEqual(hot.st.regs, cold.st.regs);
+    assert.equal(hot.instret, cold.instret, 'retired instructions');
+  });
+
+  it('regions: code that rewrites another block of its region takes effect at once', async () => {
+    // Once the page's blocks run as a region, the loop rewrites the immediate of \`patched\`
+    // (same page) a few times: every call after a rewrite must add the new value.
+    const src = `mov r14, 600\nxor eax, eax\nlea rdi, [rip + patched]
+      top:\ntest r14, 127\njnz 1f\nmov [rdi + 1], r14d\n1:\ncall patched\ncall other\ndec r14\njnz top\nhlt
+      patched: add eax, 0x11111111\nret
+      other: rol eax, 3\nret`;
+    const [cold, hot] = await coldAndHot(src, JIT_THRESHOLD + 20);
+    const st = hot.vm.partition.cache.stats;
+    assert.ok(st.regions > 0 && st.invalidations >= 4, `regions ${st.regions}, invalidations ${st.invalidations}`);
+    assert.deepEqual(hot.st.regs, cold.st.regs);
+    assert.equal(hot.instret, cold.instret, 'retired instructions');
   });
 });

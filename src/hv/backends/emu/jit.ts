@@ -33,7 +33,7 @@ import {
   OP_MOV_RM_R, OP_NOP, OP_POP_R, OP_PUSH_R, OP_TEST_RM_I, OP_TEST_RM_R, OP_MOVZX, OP_MOVSX, OP_SETCC, OP_CMOVCC,
   OP_LEA, OP_CALL_REL, OP_RET, OP_MOV_RM_I, OP_SSE, OP_JMP_RM, OP_CALL_RM, OP_SHIFT, OP_IMUL_R_RM, OP_IMUL_R_RM_I,
   OP_CBW, OP_CWD, OP_NOT_RM, OP_NEG_RM, OP_XCHG_RM_R, OP_XCHG_AX, OP_BSWAP, OP_PUSH_I,
-  FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_SBB, FOP_SUB,
+  FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_SBB, FOP_SUB, TLB_MASK,
 } from './ops.js';
 
 /**
@@ -43,8 +43,16 @@ import {
 export interface JitCpu {
   excVec: number; excCode: number; brk: number; rip: number; ripBase: number; vhi: number; rhi: number;
   t0: number; t1: number; instret: number; eflags: number;
+  /** Translation generation (cpu.ts): changes whenever decoded blocks are dropped. */
+  readonly gen: number;
+  /** The block a compiled function is running (a region moves it from member to member). */
+  rgnBlk: number;
   fOp: number; fSz: number; fDst: number; fDstHi: number; fSrc: number; fSrcHi: number; fRes: number; fResHi: number; fCin: number;
   readonly sBase: Float64Array;
+  /** The software TLB (cpu.ts): slot bases of the data read and write parts, tags, RAM region and offset per slot. */
+  tlbR: number; tlbW: number;
+  readonly tlbTag: Float64Array; readonly tlbReg: Int32Array; readonly tlbOff: Float64Array;
+  readonly phys: { readonly dv: DataView[] };
   readonly xmm: { readonly x: Int32Array };
   cr0: number; cr4: number;
   wrapIp(v: number): number;
@@ -71,6 +79,16 @@ export const DONE = 0x10000;
 export const JIT_THRESHOLD = 40;
 /** Iterations a self-looping compiled block runs before it gives the dispatcher a turn (interrupts, timers). */
 export const LOOP_ITERATIONS = 64;
+/**
+ * Source size a region stops growing at: V8 optimizes no function of more than 60 KB of
+ * bytecode (--max-optimized-bytecode-size), about 0.9 byte per character of this source, and
+ * a region it does not optimize runs several times slower than the blocks it replaced.
+ */
+const MAX_REGION_SOURCE = 40000;
+/** Runs of a compiled block from the dispatcher before it and the hot blocks of its page become a region. */
+export const REGION_THRESHOLD = 500000;
+/** Branches from member to member a region call takes before it gives the dispatcher a turn. */
+export const REGION_TRANSFERS = 64;
 
 /**
  * The pool index of record `i` in generated code: relative to the block's first record (the
@@ -98,8 +116,37 @@ function wrReg(r: number, sz: number, lo: string, hi: string): string {
   const k = (r - 16) * 2;
   return `R[${k}] = (R[${k}] & -65281) | (((${lo}) & 0xff) << 8);`;
 }
-function wrMem(sz: number): string {
-  return sz === 3 ? 'wr64(lin, v, vh)' : sz === 2 ? 'wr32(lin, v)' : sz === 1 ? 'wr16(lin, v)' : 'wr8(lin, v)';
+/**
+ * Whether load/store emit the TLB probe inline (regions) or call the processor's rd/wr methods
+ * (single blocks: V8 inlines those calls itself in functions this small, and the larger
+ * source would only cost compile time). Set by emitBlock, like recBase.
+ */
+let inlineTlb = false;
+/**
+ * A data read of 2^sz bytes at `lin` into `let` variables v/vh (vh is 0 below 64 bits) as the
+ * processor's rd8..rd64 do: the TLB hit on plain RAM inline, everything else (miss, page
+ * crossing, MMIO, faults) through the processor's method.
+ */
+function load(sz: number, v: string, vh: string, exc: string, lin = 'lin'): string {
+  const call = `${v} = ${rdMem(sz).replace('(lin)', `(${lin})`)}; if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
+  if (!inlineTlb) return `let ${v} = 0, ${vh} = 0; ${call}`;
+  const n = 1 << sz;
+  const get = sz === 0 ? `${v} = dv.getUint8(o);` : sz === 1 ? `${v} = dv.getUint16(o, true);` : sz === 2 ? `${v} = dv.getInt32(o, true);`
+    : `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);`;
+  return `let ${v} = 0, ${vh} = 0; { const vpn = Math.floor(${lin} / 4096), ts = c.tlbR + (vpn & ${TLB_MASK}), tr = c.tlbReg[ts], po = ${lin} & 4095;
+    if (c.tlbTag[ts] === vpn && tr >= 0 && po <= ${4096 - n}) { const dv = c.phys.dv[tr], o = c.tlbOff[ts] + po; ${get} }
+    else { ${call} } }`;
+}
+/** A data write of 2^sz bytes of v/vh at `lin`, as wr8..wr64: RAM TLB hits inline (code pages never hit: cpu.ts). */
+function store(sz: number, v: string, vh: string, exc: string, brkCheck: string, lin = 'lin'): string {
+  const n = 1 << sz;
+  const set = sz === 0 ? `dv.setUint8(o, ${v});` : sz === 1 ? `dv.setUint16(o, ${v}, true);` : sz === 2 ? `dv.setInt32(o, ${v}, true);`
+    : `dv.setInt32(o, ${v}, true); dv.setInt32(o + 4, ${vh}, true);`;
+  const slow = sz === 3 ? `c.wr64(${lin}, ${v}, ${vh})` : `c.${['wr8', 'wr16', 'wr32'][sz]!}(${lin}, ${v})`;
+  if (!inlineTlb) return `${slow}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
+  return `{ const vpn = Math.floor(${lin} / 4096), ts = c.tlbW + (vpn & ${TLB_MASK}), tr = c.tlbReg[ts], po = ${lin} & 4095;
+    if (c.tlbTag[ts] === vpn && tr >= 0 && po <= ${4096 - n}) { const dv = c.phys.dv[tr], o = c.tlbOff[ts] + po; ${set} }
+    else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
 }
 function rdMem(sz: number): string {
   return sz === 3 ? 'c.rd64(lin)' : sz === 2 ? 'c.rd32(lin)' : sz === 1 ? 'c.rd16(lin)' : 'c.rd8(lin)';
@@ -145,14 +192,14 @@ function eaCode(D: Int32Array, i: number, mode: number, exc: string): string {
 function push64(lo: string, hi: string, exc: string): string {
   return `{ const sl = (R[8] >>> 0) - 8; const sh = (R[9] + Math.floor(sl / 4294967296)) | 0;
     if (((sh << 16) >> 16) !== sh) { c.excVec = 12; c.excCode = 0; ${exc} }
-    c.wr64(sh * 4294967296 + (sl >>> 0), ${lo}, ${hi});
-    if (c.excVec !== -1) { if (c.excVec === 13) c.excVec = 12; ${exc} }
+    const pl = sh * 4294967296 + (sl >>> 0);
+    ${store(3, lo, hi, `{ if (c.excVec === 13) c.excVec = 12; ${exc} }`, '', 'pl')}
     R[8] = sl | 0; R[9] = sh; }`;
 }
 /** Inline 64-bit POP in 64-bit mode into consts v/vh; RSP changes only after the load. */
 function pop64(exc: string): string {
   return `if (((R[9] << 16) >> 16) !== R[9]) { c.excVec = 12; c.excCode = 0; ${exc} }
-    const v = c.rd64(R[9] * 4294967296 + (R[8] >>> 0)); if (c.excVec !== -1) ${exc} const vh = c.vhi;
+    const pl = R[9] * 4294967296 + (R[8] >>> 0); ${load(3, 'v', 'vh', exc, 'pl')}
     { const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0; }`;
 }
 
@@ -432,9 +479,102 @@ function flagClass(D: Int32Array, i: number): number {
 const compiled = new Map<string, BlockFn>();
 const MAX_SHARED_FNS = 1 << 16;
 
+/**
+ * A region (ADR 0007): hot blocks of one physical code page compiled into one function, so
+ * that a branch from one to another stays inside it instead of returning to the dispatcher.
+ */
+export interface RegionMember {
+  /** Block id in the code cache. */
+  blk: number;
+  /** Pool index of its first record. */
+  first: number;
+  count: number;
+  /** Offset of its first byte in the page. */
+  pageOff: number;
+}
+
+/** The region being compiled and the page offset of the member being emitted. */
+interface RegionCtx { byOff: Map<number, RegionMember>; pageOff: number }
+
+/** Code for a transfer to the member at `m` (a direct branch to its first byte), or to the dispatcher. */
+function directExit(rg: RegionCtx | null, target: number, k: number, exc: string): string {
+  const m = rg?.byOff.get(rg.pageOff + target);
+  const canon = `if (t < -140737488355328 || t >= 140737488355328) { c.excVec = 13; c.excCode = 0; ${exc} }`;
+  if (m === undefined) return `{ const t = c.ripBase + ${target}; ${canon} c.rip = t; return ${k}; }`;
+  // Same page as a canonical RIP: canonical. The generation check stops at the first
+  // transfer after any code invalidation (a member may have been dropped).
+  return `{ const t = c.ripBase + ${target}; if (c.gen === g0 && ++it < ${REGION_TRANSFERS}) {
+    c.instret += ${k + 1}; c.ripBase = t; c.rgnBlk = ${m.blk}; F = ${m.first << LOG_STRIDE}; continue outer; } c.rip = t; return ${k}; }`;
+}
+/** Code after an indirect transfer (RIP already in c.rip): into the region if the target is a member's first byte. */
+function indirectExit(rg: RegionCtx | null, k: number): string {
+  if (rg === null) return `return ${k};`;
+  return `if (c.gen === g0 && ++it < ${REGION_TRANSFERS}) { io = c.rip - (c.ripBase - ${rg.pageOff}); if (io >= 0 && io < 4096) { xr = ${k}; F = -1; continue outer; } } return ${k};`;
+}
+
 /** Compile a decoded block; returns null when nothing in it benefits. */
 export function compileBlock(D: Int32Array, first: number, count: number, mode: number): BlockFn | null {
+  const e = emitBlock(D, first, count, mode, null);
+  if (e.inline === 0) return null;
+  const body = e.dispatch ? `let pc = 0, it = 0; for (;;) { switch (pc) {\n${e.code}\n} }` : e.code;
+  return make(`let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`);
+}
+
+/**
+ * Compile the members of a region (64-bit code, one physical page, no member crossing into
+ * the next page) into one function: a switch on the entry record inside a loop. A direct or
+ * indirect branch to a member's first byte continues there, up to REGION_TRANSFERS times per
+ * call; the member running is in `c.rgnBlk`, and return values are relative to it.
+ */
+export function compileRegion(D: Int32Array, candidates: readonly RegionMember[]): { fn: BlockFn; members: RegionMember[] } {
+  // The first candidates whose code fits MAX_REGION_SOURCE (sized with every candidate a
+  // possible target: transfers and exits are about the same length).
+  const all = new Map<number, RegionMember>();
+  for (const m of candidates) all.set(m.pageOff, m);
+  const members: RegionMember[] = [];
+  let size = 0;
+  for (const m of candidates) {
+    size += emitBlock(D, m.first, m.count, 2, { byOff: all, pageOff: m.pageOff }).code.length + 200;
+    if (size > MAX_REGION_SOURCE && members.length > 0) break;
+    members.push(m);
+  }
+  const byOff = new Map<number, RegionMember>();
+  for (const m of members) byOff.set(m.pageOff, m);
   const out: string[] = [];
+  for (const m of members) {
+    const e = emitBlock(D, m.first, m.count, 2, { byOff, pageOff: m.pageOff });
+    const body = e.dispatch ? `let pc = 0; for (;;) { switch (pc) {\n${e.code}\n} }` : e.code;
+    out.push(`case ${m.first << LOG_STRIDE}: {\n${body}\n}`);
+  }
+  const ind = members.map((m) => `case ${m.pageOff}: c.instret += xr + 1; c.ripBase = c.rip; c.rgnBlk = ${m.blk}; F = ${m.first << LOG_STRIDE}; continue outer;`);
+  out.push(`default: switch (io) {\n${ind.join('\n')}\n} return xr;`);
+  const fn = make(`let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0, it = 0, io = 0, xr = 0; const g0 = c.gen;
+    outer: for (;;) { switch (F) {\n${out.join('\n')}\n} }`);
+  return { fn, members };
+}
+
+/** The function for a source, shared when the same source was compiled before (see `compiled`). */
+function make(src: string): BlockFn {
+  let fn = compiled.get(src);
+  if (fn === undefined) {
+    if (compiled.size >= MAX_SHARED_FNS) compiled.clear();
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
+    fn = new Function('c', 'R', 'F', src) as BlockFn;
+    compiled.set(src, fn);
+  }
+  return fn;
+}
+
+/**
+ * The code of one block: its instructions in order, with a case label at each instruction an
+ * internal branch targets (`dispatch`: the caller wraps it in a switch on `pc` inside a loop).
+ * Ends with `return DONE`.
+ */
+function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg: RegionCtx | null): { code: string; inline: number; dispatch: boolean } {
+  const out: string[] = [];
+  // A region is too large for V8 to inline many calls into it (its cumulative inlining budget
+  // is under 1 KB of bytecode): memory accesses probe the TLB in the generated code.
+  inlineTlb = rg !== null;
   const f = new FlagState();
   recBase = first << LOG_STRIDE;
   let inline = 0;
@@ -484,23 +624,22 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     const reg = D[i + F_REG]!, rm = D[i + F_RM]!;
     if (dispatch && (k === 0 || targets.has(k))) { out.push(`case ${k}:`); f.forget(); }
     f.through = deadFlags[k] === 0;
-    const hiOf = (s: number): string => (s === 3 ? 'c.vhi' : '0');
     let code: string | null = null;
     switch (op) {
       case OP_NOP: code = ''; break;
       case OP_MOV_RM_I:
         if (!mem) { code = wrReg(rm, sz, String(D[i + F_IMM]!), String(D[i + F_IMMHI]!)); break; }
-        code = `{ ${eaCode(D, i, mode, exc)} const v = ${D[i + F_IMM]!}, vh = ${D[i + F_IMMHI]!}; c.${wrMem(sz)}; ${memCheck} ${brkCheck} }`;
+        code = `{ ${eaCode(D, i, mode, exc)} const v = ${D[i + F_IMM]!}, vh = ${D[i + F_IMMHI]!}; ${store(sz, 'v', 'vh', exc, brkCheck)} }`;
         break;
       case OP_MOV_R_I:
         code = wrReg(reg, sz, String(D[i + F_IMM]!), String(D[i + F_IMMHI]!));
         break;
       case OP_MOV_R_RM:
-        code = mem ? `{ ${eaCode(D, i, mode, exc)} const v = ${rdMem(sz)}; ${memCheck} ${wrReg(reg, sz, 'v', hiOf(sz))} }`
+        code = mem ? `{ ${eaCode(D, i, mode, exc)} ${load(sz, 'v', 'vh', exc)} ${wrReg(reg, sz, 'v', 'vh')} }`
           : `{ ${rdReg(rm, sz, 'v', 'vh')} ${wrReg(reg, sz, 'v', 'vh')} }`;
         break;
       case OP_MOV_RM_R:
-        code = mem ? `{ ${eaCode(D, i, mode, exc)} ${rdReg(reg, sz, 'v', 'vh')} c.${wrMem(sz)}; ${memCheck} ${brkCheck} }`
+        code = mem ? `{ ${eaCode(D, i, mode, exc)} ${rdReg(reg, sz, 'v', 'vh')} ${store(sz, 'v', 'vh', exc, brkCheck)} }`
           : `{ ${rdReg(reg, sz, 'v', 'vh')} ${wrReg(rm, sz, 'v', 'vh')} }`;
         break;
       case OP_MOVZX: case OP_MOVSX: {
@@ -508,7 +647,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         const ssz = D[i + F_SUB]!;
         const ext = op === OP_MOVZX ? 'const r = v, rh = 0;'
           : ssz === 0 ? 'const r = (v << 24) >> 24, rh = r >> 31;' : ssz === 1 ? 'const r = (v << 16) >> 16, rh = r >> 31;' : 'const r = v | 0, rh = r >> 31;';
-        const src = mem ? `${eaCode(D, i, mode, exc)} const v = ${rdMem(ssz)}; ${memCheck}` : rdReg(rm, ssz === 2 ? 2 : ssz, 'v', 'vh');
+        const src = mem ? `${eaCode(D, i, mode, exc)} ${load(ssz, 'v', 'vh', exc)}` : rdReg(rm, ssz === 2 ? 2 : ssz, 'v', 'vh');
         code = `{ ${src} ${ext} ${wrReg(reg, sz, 'r', 'rh')} }`;
         break;
       }
@@ -518,7 +657,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         break;
       case OP_CMOVCC: {
         if (sz < 2) break;
-        const src = mem ? `${eaCode(D, i, mode, exc)} const v = ${rdMem(sz)}; ${memCheck} const vh = ${hiOf(sz)};` : rdReg(rm, sz, 'v', 'vh');
+        const src = mem ? `${eaCode(D, i, mode, exc)} ${load(sz, 'v', 'vh', exc)}` : rdReg(rm, sz, 'v', 'vh');
         code = `{ ${src} if (${f.cond(D[i + F_SUB]!)}) { ${wrReg(reg, sz, 'v', 'vh')} } ${sz === 2 ? `else R[${reg * 2 + 1}] = 0;` : ''} }`;
         break;
       }
@@ -541,16 +680,16 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         if (mode !== 2 || sz !== 3) break;
         const target = next + D[i + F_IMM]!;
         code = `{ const ret = c.ripBase + ${next}; const rl = (ret >>> 0) | 0, rh = Math.floor(ret / 4294967296) | 0; ${push64('rl', 'rh', exc)}
-          const t = c.ripBase + ${target}; if (t < -140737488355328 || t >= 140737488355328) { c.excVec = 13; c.excCode = 0; ${exc} } c.rip = t; return ${k}; }`;
+          ${directExit(rg, target, k, exc)} }`;
         break;
       }
       case OP_JMP_RM: case OP_CALL_RM: {
         if (mode !== 2 || sz !== 3) break;
-        const src = mem ? `${eaCode(D, i, mode, exc)} const v = c.rd64(lin); ${memCheck} const vh = c.vhi;` : rdReg(rm, 3, 'v', 'vh');
+        const src = mem ? `${eaCode(D, i, mode, exc)} ${load(3, 'v', 'vh', exc)}` : rdReg(rm, 3, 'v', 'vh');
         const call = op === OP_CALL_RM
           ? `{ const ret = c.ripBase + ${next}; const rl = (ret >>> 0) | 0, rh = Math.floor(ret / 4294967296) | 0; ${push64('rl', 'rh', exc)} }` : '';
         code = `{ ${src} if (((vh << 16) >> 16) !== vh) { c.excVec = 13; c.excCode = 0; ${exc} } ${call}
-          c.rip = vh * 4294967296 + (v >>> 0); return ${k}; }`;
+          c.rip = vh * 4294967296 + (v >>> 0); ${indirectExit(rg, k)} }`;
         break;
       }
       case OP_ALU_RM_R: case OP_ALU_RM_I: case OP_ALU_R_RM: {
@@ -560,14 +699,14 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
           const src = op === OP_ALU_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
           const probe = kind === 7 ? '' : `if (!c.probeW(lin, ${sz})) ${exc}`;
           const alu = aluCode(f, kind, sz);
-          const wb = kind === 7 ? '' : `c.wrN(lin, ${sz}, r, rh); ${brkCheck}`;
-          code = `{ ${src} ${eaCode(D, i, mode, exc)} ${probe} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)}; ${alu} ${wb} }`;
+          const wb = kind === 7 ? '' : store(sz, 'r', 'rh', exc, brkCheck);
+          code = `{ ${src} ${eaCode(D, i, mode, exc)} ${probe} ${load(sz, 'a', 'ah', exc)} ${alu} ${wb} }`;
           break;
         }
         const dst = op === OP_ALU_R_RM ? reg : rm;
         const src = op === OP_ALU_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};`
           : op === OP_ALU_RM_R ? rdReg(reg, sz, 'b', 'bh')
-          : mem ? `${eaCode(D, i, mode, exc)} const b = ${rdMem(sz)}; ${memCheck} const bh = ${hiOf(sz)};`
+          : mem ? `${eaCode(D, i, mode, exc)} ${load(sz, 'b', 'bh', exc)}`
           : rdReg(rm, sz, 'b', 'bh');
         // XOR/SUB of a register with itself: the result is 0 whatever the register held.
         const alu = aluCode(f, kind, sz);
@@ -576,15 +715,15 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
       }
       case OP_TEST_RM_R: case OP_TEST_RM_I: {
         const src = op === OP_TEST_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
-        const dst = mem ? `${eaCode(D, i, mode, exc)} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)};` : rdReg(rm, sz, 'a', 'ah');
+        const dst = mem ? `${eaCode(D, i, mode, exc)} ${load(sz, 'a', 'ah', exc)}` : rdReg(rm, sz, 'a', 'ah');
         code = `{ ${src} ${dst} ${aluCode(f, 4, sz)} }`;
         break;
       }
       case OP_INC_RM: case OP_DEC_RM:
         if (mem) {
           const body = incDecCode(f, sz, op === OP_DEC_RM);
-          code = `{ ${eaCode(D, i, mode, exc)} if (!c.probeW(lin, ${sz})) ${exc} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)};
-            ${body} c.wrN(lin, ${sz}, r, rh); ${brkCheck} }`;
+          code = `{ ${eaCode(D, i, mode, exc)} if (!c.probeW(lin, ${sz})) ${exc} ${load(sz, 'a', 'ah', exc)}
+            ${body} ${store(sz, 'r', 'rh', exc, brkCheck)} }`;
           break;
         }
         code = `{ ${rdReg(rm, sz, 'a', 'ah')} ${incDecCode(f, sz, op === OP_DEC_RM)} ${wrReg(rm, sz, 'r', 'rh')} }`;
@@ -604,7 +743,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
       }
       case OP_IMUL_R_RM: case OP_IMUL_R_RM_I: {
         if (sz < 2) break;
-        const a = mem ? `${eaCode(D, i, mode, exc)} const a = ${rdMem(sz)}; ${memCheck} const ah = ${hiOf(sz)};` : rdReg(rm, sz, 'a', 'ah');
+        const a = mem ? `${eaCode(D, i, mode, exc)} ${load(sz, 'a', 'ah', exc)}` : rdReg(rm, sz, 'a', 'ah');
         const b = op === OP_IMUL_R_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
         f.forget();
         code = sz === 2
@@ -641,7 +780,7 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         // the final return), so the jump adds what position counting misses (k + 1 - j,
         // negative for a forward skip). Backward jumps are bounded by LOOP_ITERATIONS.
         const jump = j < 0
-          ? `{ const t = c.ripBase + ${target}; if (t < -140737488355328 || t >= 140737488355328) { c.excVec = 13; c.excCode = 0; ${exc} } c.rip = t; return ${k}; }`
+          ? directExit(rg, target, k, exc)
           : j > k ? `{ c.instret += ${k + 1 - j}; pc = ${j}; continue; }`
           : `{ if (++it < ${LOOP_ITERATIONS}) { c.instret += ${k + 1 - j}; pc = ${j}; continue; } c.rip = c.ripBase + ${target}; return ${k}; }`;
         // Not taken: on with the next instruction (a conditional branch does not end a block).
@@ -666,10 +805,10 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
         if (mode !== 2 || sz !== 3 || D[i + F_IMM]! !== 0) break;
         // The target is checked before RSP moves, so a #GP leaves the stack as it was.
         code = `{ const lin = R[9] * 4294967296 + (R[8] >>> 0); if (((R[9] << 16) >> 16) !== R[9]) { c.excVec = 12; c.excCode = 0; ${exc} }
-          const v = c.rd64(lin); ${memCheck} const vh = c.vhi;
+          ${load(3, 'v', 'vh', exc)}
           if (((vh << 16) >> 16) !== vh) { c.excVec = 13; c.excCode = 0; ${exc} }
           const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0;
-          c.rip = vh * 4294967296 + (v >>> 0); return ${k}; }`;
+          c.rip = vh * 4294967296 + (v >>> 0); ${indirectExit(rg, k)} }`;
         break;
       case OP_SSE: {
         f.forget();   // COMISS/UCOMISD set the flags
@@ -685,16 +824,6 @@ export function compileBlock(D: Int32Array, first: number, count: number, mode: 
     } else inline++;
     out.push(`{ ${code} }`);
   }
-  if (inline === 0) return null;
   out.push(`return ${DONE};`);
-  const body = dispatch ? `let pc = 0, it = 0; for (;;) { switch (pc) {\n${out.join('\n')}\n} }` : out.join('\n');
-  const src = `let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`;
-  let fn = compiled.get(src);
-  if (fn === undefined) {
-    if (compiled.size >= MAX_SHARED_FNS) compiled.clear();
-    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the compiling tier of ADR 0007; source holds only integers from decoded records
-    fn = new Function('c', 'R', 'F', src) as BlockFn;
-    compiled.set(src, fn);
-  }
-  return fn;
+  return { code: out.join('\n'), inline, dispatch };
 }

@@ -9,7 +9,7 @@
  */
 import type { GuestMemory } from '../../../guestmem/guestmem.js';
 import { STRIDE } from './ops.js';
-import type { BlockFn } from './jit.js';
+import type { BlockFn, RegionMember } from './jit.js';
 
 export const PAGE_SHIFT = 12;
 
@@ -54,6 +54,11 @@ export const MAX_BLOCK_INSNS = 64;
 const POOL_INSNS = 1 << 20;
 const MAX_BLOCKS = 1 << 18;
 const TABLE_BITS = 16;
+/** Region limits (jit.ts compileRegion): V8 stops optimizing functions past about 60 KB of bytecode. */
+const MAX_REGION_BLOCKS = 16;
+const MAX_REGION_INSNS = 200;
+/** Regions compiled per page: each new one starts cold in V8 (interpreted until it is optimized again). */
+const MAX_REGIONS_PER_PAGE = 3;
 const TABLE_MASK = (1 << TABLE_BITS) - 1;
 
 /**
@@ -82,8 +87,10 @@ export class CodeCache {
   readonly tKey = new Float64Array(1 << TABLE_BITS).fill(-1);
   readonly tBlk = new Int32Array(1 << TABLE_BITS);
   readonly pageHead = new Map<number, number>();
+  /** Regions compiled per code page since it was last invalidated (bounded by MAX_REGIONS_PER_PAGE). */
+  readonly regionsMade = new Map<number, number>();
   // Statistics
-  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, compileMs: 0 };
+  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, regions: 0, compileMs: 0 };
   /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
   onNewCodePage: (pa: number) => void = () => undefined;
   /**
@@ -151,11 +158,47 @@ export class CodeCache {
     return head;
   }
 
+  /**
+   * The blocks a region for hot block `b` (64-bit code) takes in (jit.ts compileRegion): `b`
+   * and the other valid, compiled 64-bit blocks of its page run at least `minRuns` times,
+   * each the current block for its address, none crossing into the next page; hottest first
+   * up to MAX_REGION_BLOCKS and MAX_REGION_INSNS. Empty when `b` itself cannot be a member.
+   */
+  regionMembers(b: number, minRuns: number): RegionMember[] {
+    const key = this.blkKey[b]!;
+    const pa = Math.floor(key / 4), mode = key - pa * 4;
+    if (mode !== 2 || this.blkPage2[b]! >= 0 || this.blkValid[b] !== 1) return [];
+    const page = Math.floor(pa / 4096);
+    const made = this.regionsMade.get(page) ?? 0;
+    if (made >= MAX_REGIONS_PER_PAGE) return [];
+    this.regionsMade.set(page, made + 1);
+    const cand: number[] = [];
+    let m = this.pageHead.get(page) ?? -1;
+    let guard = MAX_BLOCKS;
+    while (m >= 0 && guard-- > 0) {
+      const k = this.blkKey[m]!, mpa = Math.floor(k / 4);
+      const next = Math.floor(mpa / 4096) === page ? this.blkNext[m]! : this.blkNext2[m]!;
+      if (m !== b && this.blkValid[m] === 1 && k - mpa * 4 === 2 && Math.floor(mpa / 4096) === page && this.blkPage2[m]! < 0 &&
+        this.lookup(mpa, 2) === m && this.blkFn[m] !== undefined && this.blkExec[m]! >= minRuns) cand.push(m);
+      m = next;
+    }
+    cand.sort((x, y) => this.blkExec[y]! - this.blkExec[x]!);
+    const out: RegionMember[] = [];
+    let insns = 0;
+    for (const x of [b, ...cand]) {
+      if (out.length >= MAX_REGION_BLOCKS || insns + this.blkCount[x]! > MAX_REGION_INSNS) break;
+      insns += this.blkCount[x]!;
+      out.push({ blk: x, first: this.blkFirst[x]!, count: this.blkCount[x]!, pageOff: Math.floor(this.blkKey[x]! / 4) % 4096 });
+    }
+    return out;
+  }
+
   /** Drop every block decoded from physical page `page` (a page number). */
   invalidatePage(page: number): void {
     this.onInvalidate();
     let b = this.pageHead.get(page) ?? -1;
     this.pageHead.delete(page);
+    this.regionsMade.delete(page);
     let guard = MAX_BLOCKS;
     while (b >= 0 && guard-- > 0) {
       const key = this.blkKey[b]!;
@@ -189,6 +232,7 @@ export class CodeCache {
     this.blocks = 0;
     this.tKey.fill(-1);
     this.pageHead.clear();
+    this.regionsMade.clear();
     for (const c of this.phys.code) c.fill(0);
     this.stats.flushes++;
   }

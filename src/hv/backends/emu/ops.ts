@@ -7,6 +7,10 @@
  * the instruction needs and nothing that depends on run-time state.
  */
 
+/** Entries per software TLB part (cpu.ts; per access kind and privilege); compiled code (jit.ts) probes it inline. */
+export const TLB_BITS = 10;
+export const TLB_MASK = (1 << TLB_BITS) - 1;
+
 /** Ints per decoded instruction; `index << LOG_STRIDE` is its first slot. */
 export const LOG_STRIDE = 4;
 export const STRIDE = 1 << LOG_STRIDE;
