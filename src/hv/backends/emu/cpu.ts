@@ -155,8 +155,12 @@ export class Cpu {
   rgnBlk = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
   jit = true;
-  /** Compile hot blocks of a page together (jit.ts compileRegion); off: block by block. */
-  regions = true;
+  /**
+   * Compile the very hot blocks of a page together (jit.ts compileRegion). Off by default:
+   * on bench:cpu half of the runs are 15% faster and half 30% slower, depending on whether V8
+   * optimizes the region function or leaves it in its baseline tier (ADR 0007).
+   */
+  regions = false;
   /** Dispatcher runs of a compiled block that make its page a region (tests lower it). */
   regionThreshold = REGION_THRESHOLD;
   readonly D: Int32Array;

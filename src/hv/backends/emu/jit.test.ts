@@ -86,6 +86,7 @@ async function coldAndHot(src: string, regionThreshold: number) {
   for (const jit of [false, true]) {
     const vm = await longModeVm(src);
     vm.vp.cpu.jit = jit;
+    vm.vp.cpu.regions = true;
     vm.vp.cpu.regionThreshold = regionThreshold;
     assert.deepEqual(await vm.run(), { kind: 'halted' });
     runs.push({ vm, st: await vm.state(), instret: vm.vp.cpu.instret });
