@@ -157,8 +157,8 @@ export class Cpu {
   jit = true;
   /**
    * Compile the very hot blocks of a page together (jit.ts compileRegion). Off by default:
-   * on bench:cpu half of the runs are 15% faster and half 30% slower, depending on whether V8
-   * optimizes the region function or leaves it in its baseline tier (ADR 0007).
+   * on bench:cpu half of the runs are 15% faster and half 30% slower, depending on which
+   * optimized code V8 makes of the region function (ADR 0007).
    */
   regions = false;
   /** Dispatcher runs of a compiled block that make its page a region (tests lower it). */
