@@ -53,17 +53,13 @@ import { resolveKernelAndInitrd, type ResolvedBoot } from '../src/image/build.js
 import { assembleCmdline, bootLinux, ExecOutputFilter } from '../src/vmwp/linux.js';
 import { Vm } from '../src/vmwp/vm.js';
 import { QEMU, qemuAvailable } from '../tests/diff/qemu.js';
+import { arg } from './args.js';
 
 /** What /init runs: the guest uptime in seconds, from the first field of /proc/uptime. */
 export const UPTIME_COMMAND = 'read up idle < /proc/uptime; echo "uptime $up"';
 export const MEMORY_MIB = 256;
 export const QEMU_MACHINE = 'microvm,acpi=on,pit=on,pic=off,rtc=on,isa-serial=on,auto-kernel-cmdline=off';
 const RUN_BUDGET_MS = 1_800_000;
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 export interface BootResult {
   /** Wall seconds from the start (Vm.create / spawn) to power-off. */

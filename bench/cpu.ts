@@ -32,14 +32,10 @@ import { createEmuBackend, type EmuPartition } from '../src/hv/backends/emu/inde
 import { loadFlatImage } from '../src/loader/flat.js';
 import { Vm } from '../src/vmwp/vm.js';
 import { qemuAvailable, startQemu } from '../tests/diff/qemu.js';
+import { arg } from './args.js';
 
 const LOAD_GPA = 0x100000;
 const EXIT_CODE = 0x31;
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 /** The repository root (this file runs from <root>/dist/bench/ or <outDir>/bench/). */
 function repoRoot(): string {

@@ -17,11 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { loadFlatImage } from '../src/loader/flat.js';
 import { Vm } from '../src/vmwp/vm.js';
 import { probeHost } from '../src/vmwp/host.js';
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
+import { arg } from './args.js';
 
 const json = process.argv.includes('--json');
 const n = Number(arg('--exits') ?? 20000);

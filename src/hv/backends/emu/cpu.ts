@@ -1111,9 +1111,11 @@ export class Cpu {
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];
       if (fn !== undefined) {
-        const runs = cache.blkExec[b]! + 1;
-        cache.blkExec[b] = runs;
-        if (runs === this.regionThreshold && this.regions) this.#compileRegion(b);
+        if (this.regions) {
+          const runs = cache.blkExec[b]! + 1;
+          cache.blkExec[b] = runs;
+          if (runs === this.regionThreshold) this.#compileRegion(b);
+        }
         this.ripBase = this.rip;
         this.rgnBlk = b;
         const r = fn(this, this.R, cache.blkFirst[b]! << LOG_STRIDE);
@@ -2715,6 +2717,18 @@ export class Cpu {
   }
 
   /**
+   * Whether `sel` names a descriptor inside its table (VERR/VERW, LAR/LSL): not null, not in an
+   * unusable LDT, within the GDT or LDT limit. These instructions report "no" for the rest
+   * instead of faulting.
+   */
+  #selInTable(sel: number): boolean {
+    if ((sel & 0xfffc) === 0) return false;
+    const ldt = (sel & 4) !== 0;
+    if (ldt && (this.sAttr[SEG_LDTR]! & 0x10000) !== 0) return false;
+    return (sel | 7) <= (ldt ? this.sLimit[SEG_LDTR]! : this.gdtLimit);
+  }
+
+  /**
    * VERR/VERW (SDM "VERR, VERW"): is `sel` a code/data segment readable (writable) at the
    * current CPL and the selector's RPL? A null selector or one beyond the GDT/LDT limit is
    * simply not accessible (no fault); a fault reading the descriptor is left in excVec.
@@ -2722,11 +2736,7 @@ export class Cpu {
    * user mode, so a #UD here kills the first transition to /init.
    */
   #verifySeg(sel: number, write: boolean): boolean {
-    if ((sel & 0xfffc) === 0) return false;
-    const ldt = (sel & 4) !== 0;
-    if (ldt && (this.sAttr[SEG_LDTR]! & 0x10000) !== 0) return false;
-    if ((sel | 7) > (ldt ? this.sLimit[SEG_LDTR]! : this.gdtLimit)) return false;
-    if (!this.#readDesc(sel)) return false;
+    if (!this.#selInTable(sel) || !this.#readDesc(sel)) return false;
     const hi = this.t1;
     if ((hi & 0x1000) === 0) return false;          // system segment or gate
     const type = (hi >> 8) & 0xf, dpl = (hi >> 13) & 3;
@@ -2747,9 +2757,7 @@ export class Cpu {
     const sel = this.rdRM(i, 1) & 0xffff;
     if (this.excVec !== -1) return ST_EXC;
     let ok = false;
-    const ldt = (sel & 4) !== 0;
-    if ((sel & 0xfffc) !== 0 && !(ldt && (this.sAttr[SEG_LDTR]! & 0x10000) !== 0) &&
-        (sel | 7) <= (ldt ? this.sLimit[SEG_LDTR]! : this.gdtLimit)) {
+    if (this.#selInTable(sel)) {
       if (!this.#readDesc(sel)) return ST_EXC;
       const hi = this.t1, type = (hi >> 8) & 0xf, dpl = (hi >> 13) & 3;
       const long = (this.efer & EFER_LMA) !== 0;

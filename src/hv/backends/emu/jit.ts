@@ -128,7 +128,7 @@ let inlineTlb = false;
  * crossing, MMIO, faults) through the processor's method.
  */
 function load(sz: number, v: string, vh: string, exc: string, lin = 'lin'): string {
-  const call = `${v} = ${rdMem(sz).replace('(lin)', `(${lin})`)}; if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
+  const call = `${v} = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(${lin}); if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
   if (!inlineTlb) return `let ${v} = 0, ${vh} = 0; ${call}`;
   const n = 1 << sz;
   const get = sz === 0 ? `${v} = dv.getUint8(o);` : sz === 1 ? `${v} = dv.getUint16(o, true);` : sz === 2 ? `${v} = dv.getInt32(o, true);`
@@ -147,9 +147,6 @@ function store(sz: number, v: string, vh: string, exc: string, brkCheck: string,
   return `{ const vpn = Math.floor(${lin} / 4096), ts = c.tlbW + (vpn & ${TLB_MASK}), tr = c.tlbReg[ts], po = ${lin} & 4095;
     if (c.tlbTag[ts] === vpn && tr >= 0 && po <= ${4096 - n}) { const dv = c.phys.dv[tr], o = c.tlbOff[ts] + po; ${set} }
     else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
-}
-function rdMem(sz: number): string {
-  return sz === 3 ? 'c.rd64(lin)' : sz === 2 ? 'c.rd32(lin)' : sz === 1 ? 'c.rd16(lin)' : 'c.rd8(lin)';
 }
 /** Sign extension of an expression from operand size `sz` (< 3) to 32 bits. */
 function sxc(e: string, sz: number): string {
