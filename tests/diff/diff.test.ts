@@ -10,7 +10,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { JIT_THRESHOLD } from '../../src/hv/backends/emu/jit.js';
+import { TEST_JIT_THRESHOLD } from '../../src/hv/backends/emu/testing.js';
 import { qemuAvailable, startQemu } from './qemu.js';
 import {
   buildProgram, compareSnapshots, EmuMachine, formatMismatch, generateCases, GENERATOR_NAMES, runDifferential,
@@ -80,7 +80,7 @@ describe('differential: emu vs QEMU TCG', { skip }, () => {
   it('... and again with the blocks hot and compiled by emu\'s JIT (jit.ts)', async () => {
     const cases = generateCases(SEED ^ 0x5a5a, 8);
     const lines: string[] = [];
-    const r = await runDifferential(cases, { emuRuns: JIT_THRESHOLD + 3, log: (s) => { if (lines.length < 40) lines.push(s); } });
+    const r = await runDifferential(cases, { emuRuns: TEST_JIT_THRESHOLD + 3, log: (s) => { if (lines.length < 40) lines.push(s); } });
     process.stdout.write(`# differential (JIT): ${r.cases} cases in ${(r.ms / 1000).toFixed(1)} s, ${r.emuCompiledBlocks} blocks compiled, ${r.mismatches.length} mismatches\n`);
     assert.ok(r.emuCompiledBlocks >= r.cases / 2, `only ${r.emuCompiledBlocks} blocks were compiled for ${r.cases} cases`);
     assert.equal(r.mismatches.length, 0, `${r.mismatches.length} mismatches:\n${lines.join('\n')}`);

@@ -155,6 +155,8 @@ export class Cpu {
   rgnBlk = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
   jit = true;
+  /** Interpreted runs of a block before it is compiled (tests lower it to keep programs short). */
+  jitThreshold = JIT_THRESHOLD;
   /**
    * Compile the very hot blocks of a page together (jit.ts compileRegion). Off by default:
    * on bench:cpu half of the runs are 15% faster and half 30% slower, depending on which
@@ -1246,7 +1248,7 @@ export class Cpu {
     this.ripBase = this.rip;
     const execs = cache.blkExec[b]! + 1;
     cache.blkExec[b] = execs;
-    if (execs === JIT_THRESHOLD && this.jit && cache.blkValid[b] === 1) {
+    if (execs === this.jitThreshold && this.jit && cache.blkValid[b] === 1) {
       const t0 = performance.now();
       const f = compileBlock(this.D, first, n, this.mode);
       if (f !== null) cache.blkFn[b] = f;
@@ -1863,20 +1865,24 @@ export class Cpu {
 
   // ---------------------------------------------------------------- multiply / divide
 
-  /** Unsigned 32x32 -> 64: low in t0, high in t1. */
+  /**
+   * Unsigned 32x32 -> 64: low in t0, high in t1. Two exact double products of 48 bits (a by
+   * each 16-bit half of b): p = x + y * 2^16 = t + floor(y / 2^16) * 2^32 with
+   * t = x + (y mod 2^16) * 2^16 < 2^49. (ToInt32 of an integral double below 2^53 is exact mod 2^32.)
+   */
   #mulu32(a: number, b: number): void {
     a >>>= 0; b >>>= 0;
-    const aL = a & 0xffff, aH = a >>> 16, bL = b & 0xffff, bH = b >>> 16;
-    const ll = aL * bL, lh = aL * bH, hl = aH * bL, hh = aH * bH;
-    const mid = (ll >>> 16) + (lh & 0xffff) + (hl & 0xffff);
-    this.t0 = ((mid << 16) | (ll & 0xffff)) | 0;
-    this.t1 = (hh + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) | 0;
+    const y = a * (b >>> 16);
+    const t = a * (b & 0xffff) + (y & 0xffff) * 65536;
+    this.t0 = t | 0;
+    this.t1 = (Math.floor(y / 65536) + Math.floor(t / TWO32)) | 0;
   }
   /** Unsigned 64x64 -> 128 into limbs q[0..3] (little-endian). */
   readonly #q = new Int32Array(4);
   #mulu64(aLo: number, aHi: number, bLo: number, bHi: number): void {
     const q = this.#q;
     this.#mulu32(aLo, bLo); const p0l = this.t0, p0h = this.t1;
+    if (aHi === 0 && bHi === 0) { q[0] = p0l; q[1] = p0h; q[2] = 0; q[3] = 0; return; }
     this.#mulu32(aLo, bHi); const p1l = this.t0, p1h = this.t1;
     this.#mulu32(aHi, bLo); const p2l = this.t0, p2h = this.t1;
     this.#mulu32(aHi, bHi); const p3l = this.t0, p3h = this.t1;

@@ -4,8 +4,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { longModeVm, runNative } from './testing.js';
-import { JIT_THRESHOLD } from './jit.js';
+import { longModeVm, runNative, TEST_JIT_THRESHOLD } from './testing.js';
 
 const CF = 1n, PF = 4n, AF = 0x10n, ZF = 0x40n, SF = 0x80n, OF = 0x800n;
 const ALL = CF | PF | AF | ZF | SF | OF;
@@ -159,7 +158,7 @@ describe('emu: differential against the host processor', { skip: process.arch !=
     await differential(1);
   });
   it('... and the same again when the blocks are hot and compiled (jit.ts)', async () => {
-    await differential(JIT_THRESHOLD + 5);
+    await differential(TEST_JIT_THRESHOLD + 5);
   });
 });
 
@@ -193,7 +192,7 @@ async function differential(passes: number): Promise<void> {
       }
     }
     assert.equal(failures, 0, `${failures}/${cs.length} mismatches:\n${msgs.join('\n')}`);
-    if (passes > JIT_THRESHOLD) {
+    if (passes > TEST_JIT_THRESHOLD) {
       assert.ok(vm.partition.cache.blkFn.some((f) => f !== undefined), 'blocks were compiled');
       assert.ok(vm.partition.cache.stats.compiled > 0);
     }

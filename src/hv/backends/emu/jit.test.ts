@@ -3,7 +3,7 @@
  * one with compilation off, and every architectural result must be the same, including the
  * retired-instruction count (compiled loops and superblocks account for it themselves).
  *
- * The program loops JIT_THRESHOLD + 25 times over cases that stress what jit.ts emits inline:
+ * The program loops TEST_JIT_THRESHOLD + 25 times over cases that stress what jit.ts emits inline:
  * flag consumers (Jcc/SETcc/CMOVcc/ADC/SBB) right after each kind of flag producer at every
  * operand size, shifts and rotates by constants (0, 1, 31, 32, 63), IMUL, sign extensions,
  * XCHG/BSWAP/NOT/NEG, MOVZX/MOVSX from memory, loops whose back edge targets the block's first
@@ -14,8 +14,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { JIT_THRESHOLD, LOOP_ITERATIONS } from './jit.js';
-import { longModeVm } from './testing.js';
+import { LOOP_ITERATIONS } from './jit.js';
+import { longModeVm, TEST_JIT_THRESHOLD } from './testing.js';
 
 const CC = ['o', 'no', 'b', 'ae', 'e', 'ne', 'be', 'a', 's', 'ns', 'p', 'np', 'l', 'ge', 'le', 'g'];
 const A = ['al', 'ax', 'eax', 'rax'], B = ['bl', 'bx', 'ebx', 'rbx'];
@@ -69,7 +69,7 @@ function program(cs: string[]): string {
       `mov [rdi + ${k * 8}], r12`,
     );
   });
-  return `mov r14, ${JIT_THRESHOLD + 25}\nmov r13, 0x9e3779b97f4a7c15\nxor r12, r12
+  return `mov r14, ${TEST_JIT_THRESHOLD + 25}\nmov r13, 0x9e3779b97f4a7c15\nxor r12, r12
     lea rdi, [rip + results]\nlea rsi, [rip + scratch]
     outer:\n${body.join('\n')}\ndec r14\njnz outer\nhlt
     fn_add: add rax, 0x1234\nret
@@ -122,7 +122,7 @@ describe('emu: compiled blocks behave as the interpreter', () => {
 
   it('identical code at two addresses shares one compiled function', async () => {
     const body = 'add rax, rbx\nxor rdx, rax\nimul rbx, rdx, 3\nret';
-    const vm = await longModeVm(`mov r14, ${JIT_THRESHOLD + 5}\nouter:\ncall f1\ncall f2\ndec r14\njnz outer\nhlt\nf1:\n${body}\nf2:\n${body}`);
+    const vm = await longModeVm(`mov r14, ${TEST_JIT_THRESHOLD + 5}\nouter:\ncall f1\ncall f2\ndec r14\njnz outer\nhlt\nf1:\n${body}\nf2:\n${body}`);
     assert.deepEqual(await vm.run(), { kind: 'halted' });
     const cache = vm.partition.cache;
     const at = (name: string): number => {
@@ -136,7 +136,7 @@ describe('emu: compiled blocks behave as the interpreter', () => {
 
   it('regions: branches between the hot blocks of a page stay compiled, with the same results', async () => {
     // Calls, returns, a jump table, backward jumps to another block's head, and a loop long
-    // enough that regions form early (JIT_THRESHOLD + 20 runs) and run for thousands of transfers.
+    // enough that regions form early (TEST_JIT_THRESHOLD + 20 runs) and run for thousands of transfers.
     const src = `mov r14, 3000\nxor eax, eax\nmov rbx, 0x1234567\nlea rdi, [rip + table]
       top:\nmov rcx, rbx\nand ecx, 3\njmp [rdi + rcx * 8]
       h0: add rax, rbx\ncall mix\njmp next
@@ -147,7 +147,7 @@ describe('emu: compiled blocks behave as the interpreter', () => {
       mix: add rax, rbx\nror rax, 11\ntest al, 1\njz 1f\ninc rax\n1: ret
       .balign 8
       table: .quad h0, h1, h2, h3`;
-    const [cold, hot] = await coldAndHot(src, JIT_THRESHOLD + 20);
+    const [cold, hot] = await coldAndHot(src, TEST_JIT_THRESHOLD + 20);
     assert.ok(hot.vm.partition.cache.stats.regions > 0, 'a region was compiled');
     assert.deepEqual(hot.st.regs, cold.st.regs);
     assert.equal(hot.instret, cold.instret, 'retired instructions');
@@ -160,7 +160,7 @@ describe('emu: compiled blocks behave as the interpreter', () => {
       top:\ntest r14, 127\njnz 1f\nmov [rdi + 1], r14d\n1:\ncall patched\ncall other\ndec r14\njnz top\nhlt
       patched: add eax, 0x11111111\nret
       other: rol eax, 3\nret`;
-    const [cold, hot] = await coldAndHot(src, JIT_THRESHOLD + 20);
+    const [cold, hot] = await coldAndHot(src, TEST_JIT_THRESHOLD + 20);
     const st = hot.vm.partition.cache.stats;
     assert.ok(st.regions > 0 && st.invalidations >= 4, `regions ${st.regions}, invalidations ${st.invalidations}`);
     assert.deepEqual(hot.st.regs, cold.st.regs);

@@ -76,7 +76,7 @@ export interface JitCpu {
 export type BlockFn = (c: JitCpu, R: Int32Array, F: number) => number;
 export const DONE = 0x10000;
 /** Executions of a block before it is compiled. */
-export const JIT_THRESHOLD = 40;
+export const JIT_THRESHOLD = 1000;
 /** Iterations a self-looping compiled block runs before it gives the dispatcher a turn (interrupts, timers). */
 export const LOOP_ITERATIONS = 64;
 /**
@@ -746,7 +746,13 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
         code = sz === 2
           // The product fits in 32 bits exactly when the double product (exact below 2^53, else >= 2^31 in magnitude) equals it.
           ? `{ ${a} ${b} const p = Math.imul(a, b); const of = (a * b) !== p ? 1 : 0; ${resultFlags('p', null, 'of', 'of')} R[${reg * 2}] = p; R[${reg * 2 + 1}] = 0; }`
-          : `{ ${a} ${b} c.imulTrunc(3, a, ah, b, bh); R[${reg * 2}] = c.t0; R[${reg * 2 + 1}] = c.t1; }`;
+          // 64-bit: factors that fit in 32 signed bits whose double product is exact (below
+          // 2^53 in magnitude, so no overflow) inline; the rest through the processor.
+          : `{ ${a} ${b} let lo = 0, hi = 0; const p = a * b;
+            if (ah === (a >> 31) && bh === (b >> 31) && p <= 9007199254740991 && p >= -9007199254740991) {
+              lo = p | 0; hi = Math.floor(p / 4294967296) | 0; ${resultFlags('lo', 'hi', '0', '0')}
+            } else { c.imulTrunc(3, a, ah, b, bh); lo = c.t0; hi = c.t1; }
+            R[${reg * 2}] = lo; R[${reg * 2 + 1}] = hi; }`;
         break;
       }
       case OP_CBW:

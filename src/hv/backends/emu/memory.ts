@@ -53,18 +53,19 @@ export const MAX_BLOCK_INSNS = 64;
 // so the 64 MiB is only resident as far as it is used.
 const POOL_INSNS = 1 << 20;
 const MAX_BLOCKS = 1 << 18;
-const TABLE_BITS = 16;
+const TABLE_BITS = 18;
 /** Region limits (jit.ts compileRegion): V8 stops optimizing functions past about 60 KB of bytecode. */
 const MAX_REGION_BLOCKS = 16;
 const MAX_REGION_INSNS = 200;
 /** Regions compiled per page: each new one starts cold in V8 (interpreted until it is optimized again). */
 const MAX_REGIONS_PER_PAGE = 3;
-const TABLE_MASK = (1 << TABLE_BITS) - 1;
 
 /**
  * Decoded blocks: an instruction pool (fixed-stride records, ops.ts), block descriptors, a
- * direct-mapped lookup table keyed by (physical address, code size) and per-page block
- * lists for invalidation. When the pool or the descriptors run out, everything is flushed.
+ * chained hash table keyed by (physical address, code size) and per-page block lists for
+ * invalidation. (A direct-mapped table lost blocks to collisions: a kernel's hot code spans
+ * megabytes, and an evicted block was decoded again with its execution count back at zero,
+ * so it was interpreted again and might never reach JIT_THRESHOLD.) When the pool or the descriptors run out, everything is flushed.
  */
 export class CodeCache {
   readonly pool = new Int32Array(POOL_INSNS * STRIDE);
@@ -84,8 +85,9 @@ export class CodeCache {
   /** Compiled form of a block (jit.ts), or undefined. */
   readonly blkFn: (BlockFn | undefined)[] = new Array<BlockFn | undefined>(MAX_BLOCKS).fill(undefined);
   genCounter = 0;
-  readonly tKey = new Float64Array(1 << TABLE_BITS).fill(-1);
-  readonly tBlk = new Int32Array(1 << TABLE_BITS);
+  /** Hash table heads and per-block chain links (newest block first; invalid ones unlinked by lookup). */
+  readonly tHead = new Int32Array(1 << TABLE_BITS).fill(-1);
+  readonly blkChain = new Int32Array(MAX_BLOCKS);
   readonly pageHead = new Map<number, number>();
   /** Regions compiled per code page since it was last invalidated (bounded by MAX_REGIONS_PER_PAGE). */
   readonly regionsMade = new Map<number, number>();
@@ -104,13 +106,26 @@ export class CodeCache {
 
   static key(pa: number, mode: number): number { return pa * 4 + mode; }
   static slot(pa: number, mode: number): number {
-    const lo = pa >>> 0;
-    return ((lo >>> 2) ^ (lo >>> 14) ^ (mode << 13)) & TABLE_MASK;
+    const hi = Math.floor(pa / 4294967296) | 0;
+    return Math.imul((pa >>> 0) ^ Math.imul(hi, 0x27d4eb2d) ^ mode, 0x9e3779b1) >>> (32 - TABLE_BITS);
   }
 
+  /** The newest valid block decoded at (pa, mode), or -1. Unlinks the invalid blocks it passes. */
   lookup(pa: number, mode: number): number {
-    const s = CodeCache.slot(pa, mode);
-    return this.tKey[s] === pa * 4 + mode ? this.tBlk[s]! : -1;
+    const key = pa * 4 + mode, s = CodeCache.slot(pa, mode);
+    let prev = -1, b = this.tHead[s]!;
+    // Chains are acyclic: a block index is linked once per flush, at the head.
+    while (b >= 0) {
+      const next = this.blkChain[b]!;
+      if (this.blkValid[b] !== 1) {
+        if (prev < 0) this.tHead[s] = next; else this.blkChain[prev] = next;
+      } else {
+        if (this.blkKey[b] === key) return b;
+        prev = b;
+      }
+      b = next;
+    }
+    return -1;
   }
 
   /** Make room for a block of up to MAX_BLOCK_INSNS + 1 instructions; returns the first pool index. */
@@ -136,8 +151,8 @@ export class CodeCache {
     this.stats.blocksDecoded++;
     this.blkValid[b] = 1;
     const s = CodeCache.slot(pa, mode);
-    this.tKey[s] = pa * 4 + mode;
-    this.tBlk[s] = b;
+    this.blkChain[b] = this.tHead[s]!;
+    this.tHead[s] = b;
     const page = Math.floor(pa / 4096);
     this.blkNext[b] = this.#link(page, b);
     this.blkNext2[b] = page2 >= 0 ? this.#link(page2 / 4096, b) : -1;
@@ -201,14 +216,11 @@ export class CodeCache {
     this.regionsMade.delete(page);
     let guard = MAX_BLOCKS;
     while (b >= 0 && guard-- > 0) {
-      const key = this.blkKey[b]!;
-      const pa = Math.floor(key / 4), mode = key - pa * 4;
+      const pa = Math.floor(this.blkKey[b]! / 4);
       const next = Math.floor(pa / 4096) === page ? this.blkNext[b]! : this.blkNext2[b]!;
       if (this.blkValid[b] === 1) {
         this.blkValid[b] = 0;
         this.blkFn[b] = undefined;
-        const s = CodeCache.slot(pa, mode);
-        if (this.tKey[s] === key && this.tBlk[s] === b) this.tKey[s] = -1;
       }
       b = next;
     }
@@ -230,7 +242,7 @@ export class CodeCache {
     this.onInvalidate();
     this.poolUsed = 0;
     this.blocks = 0;
-    this.tKey.fill(-1);
+    this.tHead.fill(-1);
     this.pageHead.clear();
     this.regionsMade.clear();
     for (const c of this.phys.code) c.fill(0);

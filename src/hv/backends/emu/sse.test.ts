@@ -8,8 +8,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { CODE_BASE, longModeVm, runNative } from './testing.js';
-import { JIT_THRESHOLD } from './jit.js';
+import { CODE_BASE, longModeVm, runNative, TEST_JIT_THRESHOLD } from './testing.js';
 
 const CF = 1n, PF = 4n, AF = 0x10n, ZF = 0x40n, SF = 0x80n, OF = 0x800n;
 const ALL = CF | PF | AF | ZF | SF | OF;
@@ -184,7 +183,7 @@ const SSE_ON = 'mov rax, cr4\nor eax, 0x600\nmov cr4, rax\nmov rax, cr0\nand eax
 const onX64Linux = process.arch === 'x64' && process.platform === 'linux';
 
 describe('emu: SSE/SSE2/x87 differential against the host processor', { skip: onX64Linux ? false : 'needs an x86-64 Linux host' }, () => {
-  for (const passes of [1, JIT_THRESHOLD + 3]) {
+  for (const passes of [1, TEST_JIT_THRESHOLD + 3]) {
     it(`results, stores and defined flags match (${passes === 1 ? 'interpreter' : 'hot blocks, compiled'})`, async () => {
       // EMU_SSE_SEED=<n> explores other operands (debug aid); the default keeps runs reproducible.
       seed = BigInt(process.env['EMU_SSE_SEED'] ?? '0x2545f4914f6cdd1d');
@@ -309,7 +308,7 @@ describe('emu: glibc-like SSE2 string loops', () => {
   it('strlen and memchr with PCMPEQB + PMOVMSKB + BSF over every start alignment, hot and cold', async () => {
     const text = 'The quick brown fox jumps over the lazy dog; 0123456789 abcdefghijklmnopqrstuvwxyz!';
     const vm = await longModeVm(`
-      mov r15, 60                 # passes (JIT_THRESHOLD is crossed)
+      mov r15, 60                 # passes (the loop blocks run thousands of times: TEST_JIT_THRESHOLD is crossed)
     pass:
       xor r14d, r14d              # start offset
       lea r9, [rip + lens]

@@ -88,6 +88,12 @@ function testVm(partition: EmuPartition, vp: EmuVp, exits: MockExits, symbols: M
 }
 
 /** Build a long-mode machine with `source` at CODE_BASE; `idt` maps vectors to handler symbols (IST in high bits of the key: vector | ist << 8). */
+/**
+ * The compile threshold of test machines (longModeVm): lower than JIT_THRESHOLD, which is tuned
+ * for a kernel boot, so that hot-versus-cold tests stay short. What is compiled does not depend on it.
+ */
+export const TEST_JIT_THRESHOLD = 40;
+
 export async function longModeVm(source: string, opts: { idt?: Map<number, string>; vpCount?: number; cpuid?: { function: number; index: number; eax: number; ebx: number; ecx: number; edx: number }[] } = {}): Promise<TestVm> {
   const backend = createEmuBackend();
   const partition = await backend.createPartition({
@@ -128,6 +134,7 @@ export async function longModeVm(source: string, opts: { idt?: Map<number, strin
     mem.writeU64(0x6000 + vec * 16, lo);
     mem.writeU64(0x6000 + vec * 16 + 8, 0n);
   }
+  for (const v of partition.vps) v.cpu.jitThreshold = TEST_JIT_THRESHOLD;
   const vp = partition.vps[0]!;
   const st = await vp.getState();
   const data = seg(0x10, 0xc093);
