@@ -1924,11 +1924,20 @@ export class Cpu {
   imulTrunc(sz: number, a: number, aHi: number, b: number, bHi: number): void {
     let of: boolean;
     if (sz === 3) {
-      this.#muls64(a, aHi, b, bHi);
-      const q = this.#q;
-      const sign = q[1]! >> 31;
-      of = q[2] !== sign || q[3] !== sign;
-      this.t0 = q[0]!; this.t1 = q[1]!;
+      // The low 64 bits are the same for signed and unsigned factors: aLo*bLo plus the cross
+      // products shifted by 32 (mod 2^64). Overflow from the double product P (relative error
+      // under 2^-51): |P| < 2^62 cannot overflow, |P| >= 2^64 must; only between does it take
+      // the exact 128-bit product.
+      const p = (aHi * TWO32 + (a >>> 0)) * (bHi * TWO32 + (b >>> 0));
+      if (p > -4611686018427387904 && p < 4611686018427387904) of = false;
+      else if (p >= 18446744073709551616 || p <= -18446744073709551616) of = true;
+      else {
+        this.#muls64(a, aHi, b, bHi);
+        const q = this.#q, sign = q[1]! >> 31;
+        of = q[2] !== sign || q[3] !== sign;
+      }
+      this.#mulu32(a, b);
+      this.t1 = (this.t1 + Math.imul(a, bHi) + Math.imul(aHi, b)) | 0;
     } else if (sz === 2) {
       this.#mulu32(a, b);
       let hi = this.t1;
