@@ -133,6 +133,18 @@ async function vpStates(vm: Vm): Promise<VpState[]> {
   return out;
 }
 
+test('restoreDeviceState_acceptsStatesSavedBeforeTheCmosRtcExisted', async () => {
+  const { vm } = await newVm();
+  vm.cmos.ioWrite(0x70, 1, 0x40); vm.cmos.ioWrite(0x71, 1, 0x5a);
+  const states = new Map(vm.captureDeviceState());
+  states.delete('cmos');
+  vm.restoreDeviceState(states);
+  vm.cmos.ioWrite(0x70, 1, 0x40);
+  assert.equal(vm.cmos.ioRead(0x71, 1), 0, 'reset to its power-on state');
+  states.delete('com1');
+  assert.throws(() => vm.restoreDeviceState(states), /no saved state for device com1/);
+});
+
 test('saveVm_restoreVm_roundTripsEveryVpDeviceAndBlock', async () => {
   const a = await busyVm();
   const path = join(dir, 'round.tshvsave');
@@ -160,11 +172,11 @@ test('inspectSaveFile_reportsHeaderMachineConfigAndValidity', async () => {
   assert.equal(info.formatVersion, 1);
   assert.equal(info.machine?.vpCount, 2);
   assert.equal(info.machine?.memoryBytes, 4 * MIB);
-  assert.deepEqual(info.machine?.devices, ['com1', 'i8042', 'port92', 'testdev']);
+  assert.deepEqual(info.machine?.devices, ['com1', 'i8042', 'port92', 'cmos', 'testdev']);
   assert.deepEqual(info.config, CONFIG);
   assert.deepEqual(info.memory, { totalBytes: 4 * MIB + 8192, storedPages: 7, zeroPages: 1024 + 2 - 7 });
   assert.deepEqual(info.sections.map((s) => s.name), [
-    'machine', 'config', 'vp/0', 'vp/1', 'device/com1', 'device/i8042', 'device/port92', 'device/testdev', 'memory/ram-low', 'memory/rom',
+    'machine', 'config', 'vp/0', 'vp/1', 'device/com1', 'device/i8042', 'device/port92', 'device/cmos', 'device/testdev', 'memory/ram-low', 'memory/rom',
   ]);
   const bytes = readFileSync(path);
   bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 4;

@@ -30,6 +30,7 @@ import type { RomRegion } from '../vid/rom.js';
 import { Serial16550 } from '../devices/uart16550/uart16550.js';
 import { I8042 } from '../devices/i8042/i8042.js';
 import { SystemControlPortA } from '../devices/i8042/port92.js';
+import { CmosRtc } from '../devices/cmos/cmos.js';
 import { PortSink } from '../devices/sink/sink.js';
 import { TestDevice } from '../devices/testdev/testdev.js';
 import { SleepControl } from '../devices/sleepctl/sleepctl.js';
@@ -80,12 +81,15 @@ export class Vm implements IDisposable {
   readonly dispatcher: IoDispatcher;
   readonly serial: Serial16550;
   readonly i8042: I8042;
+  /** CMOS RTC at ports 0x70/0x71: the guest's wall clock at boot, following host time. */
+  readonly cmos: CmosRtc;
   readonly testDevice: TestDevice | undefined;
   readonly port92: SystemControlPortA;
   /** ACPI S5 power-off and RESET_REG: the registers the FADT names (loader/acpi/tables.ts). */
   readonly sleepControl: SleepControl;
   readonly memoryBytes: number;
-  readonly #units: { name: string; unit: StateUnit }[];
+  /** `optional`: added after saves already existed; a save without it restores the device reset. */
+  readonly #units: { name: string; unit: StateUnit; optional?: boolean }[];
   readonly #mappings: IDisposable[] = [];
   // Volatile state
   #exit: VmExit | undefined;
@@ -115,6 +119,8 @@ export class Vm implements IDisposable {
     this.dispatcher.register(this.i8042);
     this.port92 = new SystemControlPortA({ power, resetAction });
     this.dispatcher.register(this.port92);
+    this.cmos = new CmosRtc();
+    this.dispatcher.register(this.cmos);
     this.sleepControl = new SleepControl({
       power, resetAction, ports: PLATFORM_SLEEP_PORTS, s5SleepType: PLATFORM_SLP_TYP_S5, resetValue: PLATFORM_RESET_VALUE,
     });
@@ -131,7 +137,7 @@ export class Vm implements IDisposable {
       this.testDevice = undefined;
     }
     // PortSink and SleepControl have no volatile state. Names: save file section names (device/<name>).
-    this.#units = [{ name: 'com1', unit: this.serial }, { name: 'i8042', unit: this.i8042 }, { name: 'port92', unit: this.port92 }];
+    this.#units = [{ name: 'com1', unit: this.serial }, { name: 'i8042', unit: this.i8042 }, { name: 'port92', unit: this.port92 }, { name: 'cmos', unit: this.cmos, optional: true }];
     if (this.testDevice !== undefined) this.#units.push({ name: 'testdev', unit: this.testDevice });
     partition.installIoIntercept(this.dispatcher);
   }
@@ -261,14 +267,15 @@ export class Vm implements IDisposable {
     for (const name of states.keys()) {
       if (!this.#units.some((u) => u.name === name)) throw new TshvError('ESTATE', `saved state for device ${name}, which this VM does not have`);
     }
-    for (const { name } of this.#units) {
-      if (!states.has(name)) throw new TshvError('ESTATE', `no saved state for device ${name}`);
+    for (const { name, optional } of this.#units) {
+      if (!states.has(name) && optional !== true) throw new TshvError('ESTATE', `no saved state for device ${name}`);
     }
     const before = this.captureDeviceState();
     const done: { name: string; unit: StateUnit }[] = [];
     try {
       for (const u of this.#units) {
-        u.unit.restore(states.get(u.name));
+        if (states.has(u.name)) u.unit.restore(states.get(u.name));
+        else u.unit.reset();
         done.push(u);
       }
     } catch (e) {
