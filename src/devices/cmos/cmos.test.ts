@@ -54,6 +54,15 @@ describe('devices: CMOS RTC', () => {
     assert.equal(new Date(dev.guestTime()).getUTCFullYear(), 2000);
   });
 
+  it('century 00 means the years 0000-0099, not 1900-1999', () => {
+    const { dev } = rtc();
+    wr(dev, REG_B, B_SET | B_24H);
+    wr(dev, REG_CENTURY, 0x00); wr(dev, REG_YEAR, 0x50);
+    wr(dev, REG_B, B_24H);
+    assert.equal(new Date(dev.guestTime()).getUTCFullYear(), 50);
+    assert.deepEqual([rd(dev, REG_CENTURY), rd(dev, REG_YEAR)], [0x00, 0x50]);
+  });
+
   it('a write to one field without SET moves the clock at once', () => {
     const { dev } = rtc();
     wr(dev, REG_HOURS, 0x10);

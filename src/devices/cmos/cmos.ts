@@ -182,9 +182,13 @@ export class CmosRtc implements ChipsetDevice, PortIoIntercept, StateUnit {
     }
   }
 
-  /** The offset that makes the clock show `f` now (out-of-range fields roll over as in Date.UTC), or null if unusable. */
+  /** The offset that makes the clock show `f` now (out-of-range fields roll over), or null if unusable. */
   #offsetFor(f: Fields): number | null {
-    const off = Date.UTC(f.year, f.month - 1, f.day, f.hour, f.min, f.sec) - Math.floor(this.#now() / 1000) * 1000;
+    // setUTCFullYear, not Date.UTC: Date.UTC reads years 0-99 as 1900-1999.
+    const d = new Date(0);
+    d.setUTCFullYear(f.year, f.month - 1, f.day);
+    d.setUTCHours(f.hour, f.min, f.sec, 0);
+    const off = d.getTime() - Math.floor(this.#now() / 1000) * 1000;
     return Number.isFinite(off) && Math.abs(off) <= MAX_OFFSET_MS ? off : null;
   }
 
