@@ -7,7 +7,9 @@
  * progress: register A's UIP bit reads 0 and register D's VRT bit (valid RAM and time) 1.
  * Register B's DM (binary instead of BCD) and 24/12 bits select the format, as on the chip;
  * with SET the guest stops the clock to write it, and the time it wrote runs on from when it
- * clears SET. Register 0x32 holds the century (BCD or binary like the other fields).
+ * clears SET. Register 0x32 holds the century (BCD or binary like the other fields). The
+ * weekday is derived from the date (a write to it is ignored), and a time outside the years
+ * 0000-9999, which the registers cannot show, is not taken.
  *
  * Why it matters: Linux reads its wall clock here at boot (mach_get_cmos_time through
  * mc146818_avoid_UIP). Ports that decode to nothing read 0xFF, a UIP bit that never clears, and
@@ -134,6 +136,17 @@ export class CmosRtc implements ChipsetDevice, PortIoIntercept, StateUnit {
   }
 
   #readReg(r: number): number {
+    switch (r) {
+      case REG_A: return this.#s.ram[REG_A]! & 0x7f;   // UIP never set
+      case REG_C: return 0;                              // no interrupt flags
+      case REG_D: return D_VRT;
+      case REG_SECONDS: case REG_MINUTES: case REG_HOURS: case REG_WEEKDAY: case REG_DAY: case REG_MONTH: case REG_YEAR: case REG_CENTURY:
+        return this.#readTime(r);
+      default: return this.#s.ram[r]!;
+    }
+  }
+
+  #readTime(r: number): number {
     const f = this.#fields();
     switch (r) {
       case REG_SECONDS: return this.#encode(f.sec);
@@ -143,11 +156,7 @@ export class CmosRtc implements ChipsetDevice, PortIoIntercept, StateUnit {
       case REG_DAY: return this.#encode(f.day);
       case REG_MONTH: return this.#encode(f.month);
       case REG_YEAR: return this.#encode(f.year % 100);
-      case REG_CENTURY: return this.#encode(Math.floor(f.year / 100) % 100);
-      case REG_A: return this.#s.ram[REG_A]! & 0x7f;   // UIP never set
-      case REG_C: return 0;                              // no interrupt flags
-      case REG_D: return D_VRT;
-      default: return this.#s.ram[r]!;
+      default: return this.#encode(Math.floor(f.year / 100) % 100);
     }
   }
 
@@ -182,14 +191,17 @@ export class CmosRtc implements ChipsetDevice, PortIoIntercept, StateUnit {
     }
   }
 
-  /** The offset that makes the clock show `f` now (out-of-range fields roll over), or null if unusable. */
+  /** The offset that makes the clock show `f` now (out-of-range fields roll over), or null outside the years 0000-9999. */
   #offsetFor(f: Fields): number | null {
     // setUTCFullYear, not Date.UTC: Date.UTC reads years 0-99 as 1900-1999.
     const d = new Date(0);
     d.setUTCFullYear(f.year, f.month - 1, f.day);
     d.setUTCHours(f.hour, f.min, f.sec, 0);
+    // Only years the registers can show (fields out of range roll over, e.g. month 0 of year 0).
+    const y = d.getUTCFullYear();
+    if (!(y >= 0 && y <= 9999)) return null;
     const off = d.getTime() - Math.floor(this.#now() / 1000) * 1000;
-    return Number.isFinite(off) && Math.abs(off) <= MAX_OFFSET_MS ? off : null;
+    return Math.abs(off) <= MAX_OFFSET_MS ? off : null;
   }
 
   #setTime(f: Fields): void {
