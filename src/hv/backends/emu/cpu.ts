@@ -159,8 +159,8 @@ export class Cpu {
   jitThreshold = JIT_THRESHOLD;
   /**
    * Compile the very hot blocks of a page together (jit.ts compileRegion). Off by default:
-   * on bench:cpu half of the runs are 15% faster and half 30% slower, depending on which
-   * optimized code V8 makes of the region function (ADR 0007).
+   * bench:cpu is ~15% faster in most runs and ~30% slower in some, when V8, after
+   * deoptimizing the region function, keeps entering its on-stack-replaced code (ADR 0007).
    */
   regions = false;
   /** Dispatcher runs of a compiled block that make its page a region (tests lower it). */

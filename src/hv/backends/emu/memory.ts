@@ -63,9 +63,10 @@ const MAX_REGIONS_PER_PAGE = 3;
 /**
  * Decoded blocks: an instruction pool (fixed-stride records, ops.ts), block descriptors, a
  * chained hash table keyed by (physical address, code size) and per-page block lists for
- * invalidation. (A direct-mapped table lost blocks to collisions: a kernel's hot code spans
- * megabytes, and an evicted block was decoded again with its execution count back at zero,
- * so it was interpreted again and might never reach JIT_THRESHOLD.) When the pool or the descriptors run out, everything is flushed.
+ * invalidation. When the pool or the descriptors run out, everything is flushed.
+ * (A direct-mapped table lost blocks to collisions: a kernel's hot code spans megabytes, and
+ * an evicted block was decoded again with its execution count back at zero, so it was
+ * interpreted again and might never reach JIT_THRESHOLD.)
  */
 export class CodeCache {
   readonly pool = new Int32Array(POOL_INSNS * STRIDE);
@@ -112,7 +113,7 @@ export class CodeCache {
 
   /** The newest valid block decoded at (pa, mode), or -1. Unlinks the invalid blocks it passes. */
   lookup(pa: number, mode: number): number {
-    const key = pa * 4 + mode, s = CodeCache.slot(pa, mode);
+    const key = CodeCache.key(pa, mode), s = CodeCache.slot(pa, mode);
     let prev = -1, b = this.tHead[s]!;
     // Chains are acyclic: a block index is linked once per flush, at the head.
     while (b >= 0) {
@@ -143,7 +144,7 @@ export class CodeCache {
     this.blkFirst[b] = this.poolUsed;
     this.blkCount[b] = count;
     this.blkBytes[b] = bytes;
-    this.blkKey[b] = pa * 4 + mode;
+    this.blkKey[b] = CodeCache.key(pa, mode);
     this.blkPage2[b] = page2;
     this.blkExec[b] = 0;
     this.blkFn[b] = undefined;

@@ -87,13 +87,13 @@ function testVm(partition: EmuPartition, vp: EmuVp, exits: MockExits, symbols: M
   };
 }
 
-/** Build a long-mode machine with `source` at CODE_BASE; `idt` maps vectors to handler symbols (IST in high bits of the key: vector | ist << 8). */
 /**
  * The compile threshold of test machines (longModeVm): lower than JIT_THRESHOLD, which is tuned
  * for a kernel boot, so that hot-versus-cold tests stay short. What is compiled does not depend on it.
  */
 export const TEST_JIT_THRESHOLD = 40;
 
+/** Build a long-mode machine with `source` at CODE_BASE; `idt` maps vectors to handler symbols (IST in high bits of the key: vector | ist << 8). */
 export async function longModeVm(source: string, opts: { idt?: Map<number, string>; vpCount?: number; cpuid?: { function: number; index: number; eax: number; ebx: number; ecx: number; edx: number }[] } = {}): Promise<TestVm> {
   const backend = createEmuBackend();
   const partition = await backend.createPartition({
