@@ -29,8 +29,8 @@ import {
 import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
-import { compileBlock, compileRegion, DONE, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
-import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB, TLB_BITS, TLB_MASK } from './ops.js';
+import { compileBlock, compileRegion, DONE, HOT_THRESHOLD, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
+import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB, TAG_NONE, TLB_BITS, TLB_MASK } from './ops.js';
 import type { ExitHandler } from '../backend.js';
 import { sseStep } from './sse.js';
 import { x87Step } from './fpu.js';
@@ -142,6 +142,16 @@ export class Cpu {
   readonly tlbReg = new Int32Array(6 * TLB_SIZE);
   readonly tlbOff = new Float64Array(6 * TLB_SIZE);
   readonly tlbPhys = new Float64Array(6 * TLB_SIZE);
+  /**
+   * The same slots keyed by 32-bit halves, for compiled code (jit.ts), which forms addresses
+   * as int32 lo/hi pairs: tag lo = bits 12..43 of the address, tag hi = the address >> 44
+   * (arithmetic), offset of the page in its RAM region. A slot matches here only when it maps
+   * plain RAM the access may use directly with an offset below 2^31; everything else keeps
+   * tag hi TAG_NONE and goes through the rd/wr methods (MMIO, ROM writes, code pages, faults).
+   */
+  readonly tlbTagLo = new Int32Array(6 * TLB_SIZE);
+  readonly tlbTagHi = new Int32Array(6 * TLB_SIZE).fill(TAG_NONE);
+  readonly tlbOffI = new Int32Array(6 * TLB_SIZE);
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
@@ -157,6 +167,8 @@ export class Cpu {
   jit = true;
   /** Interpreted runs of a block before it is compiled (tests lower it to keep programs short). */
   jitThreshold = JIT_THRESHOLD;
+  /** Runs of a block before its second compilation (jit.ts HOT_THRESHOLD). */
+  hotThreshold = HOT_THRESHOLD;
   /**
    * Compile the very hot blocks of a page together (jit.ts compileRegion). Off by default:
    * bench:cpu is ~15% faster in most runs and ~30% slower in some, when V8, after
@@ -379,18 +391,18 @@ export class Cpu {
 
   // ---------------------------------------------------------------- TLB and page walk
 
-  flushTlb(): void { this.tlbTag.fill(NaN); this.newGen(); }
+  flushTlb(): void { this.tlbTag.fill(NaN); this.tlbTagHi.fill(TAG_NONE); this.newGen(); }
   /** A new translation generation: block chains recorded under the old one are not followed. */
   newGen(): void { this.gen = ++this.cache.genCounter; }
   flushPage(lin: number): void {
     this.newGen();
     const vpn = Math.floor(lin / 4096), s = vpn & TLB_MASK;
-    for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) this.tlbTag[k * TLB_SIZE + s] = NaN;
+    for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) { this.tlbTag[k * TLB_SIZE + s] = NaN; this.tlbTagHi[k * TLB_SIZE + s] = TAG_NONE; }
   }
   /** A physical page became code: drop fast write mappings of it. */
   dropWriteMappings(pa: number): void {
     for (const base of [TLB_SIZE, 4 * TLB_SIZE]) {
-      for (let s = base; s < base + TLB_SIZE; s++) if (this.tlbPhys[s] === pa && this.tlbReg[s]! >= 0) this.tlbReg[s] = -1;
+      for (let s = base; s < base + TLB_SIZE; s++) if (this.tlbPhys[s] === pa && this.tlbReg[s]! >= 0) { this.tlbReg[s] = -1; this.tlbTagHi[s] = TAG_NONE; }
     }
   }
 
@@ -505,9 +517,13 @@ export class Cpu {
         if (!this.phys.writable[r]! || this.phys.code[r]![pg] !== 0) reg = -1;
       }
     }
+    const off = r >= 0 ? pa - this.phys.start[r]! : 0;
     this.tlbTag[s] = vpn;
     this.tlbReg[s] = reg;
-    this.tlbOff[s] = r >= 0 ? pa - this.phys.start[r]! : 0;
+    this.tlbOff[s] = off;
+    this.tlbTagLo[s] = vpn | 0;
+    this.tlbTagHi[s] = reg >= 0 && off < 0x7fff0000 ? Math.floor(vpn / TWO32) : TAG_NONE;
+    this.tlbOffI[s] = off | 0;
     this.tlbPhys[s] = pa;
     return s;
   }
@@ -1113,11 +1129,10 @@ export class Cpu {
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];
       if (fn !== undefined) {
-        if (this.regions) {
-          const runs = cache.blkExec[b]! + 1;
-          cache.blkExec[b] = runs;
-          if (runs === this.regionThreshold) this.#compileRegion(b);
-        }
+        const runs = cache.blkExec[b]! + 1;
+        cache.blkExec[b] = runs;
+        if (runs === this.hotThreshold) this.#compileHot(b);
+        else if (runs === this.regionThreshold && this.regions) this.#compileRegion(b);
         this.ripBase = this.rip;
         this.rgnBlk = b;
         const r = fn(this, this.R, cache.blkFirst[b]! << LOG_STRIDE);
@@ -1239,6 +1254,16 @@ export class Cpu {
     this.excVec = -1;
     if (v === -2) { this.exitReason = RUN_ERROR; return; }
     this.deliver(v, this.#hasErrorCode(v) ? c : -1, 0);
+  }
+
+  /** Block b has run hotThreshold times: compile it again with memory accesses inline (jit.ts inlineMem). */
+  #compileHot(b: number): void {
+    const cache = this.cache;
+    if (cache.blkValid[b] !== 1) return;
+    const t0 = performance.now();
+    const f = compileBlock(this.D, cache.blkFirst[b]!, cache.blkCount[b]!, this.mode, true);
+    if (f !== null) { cache.blkFn[b] = f; cache.stats.recompiled++; }
+    cache.stats.compileMs += performance.now() - t0;
   }
 
   /** Run block b in the interpreter (compiling it once it is hot). */

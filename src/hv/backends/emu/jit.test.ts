@@ -3,12 +3,17 @@
  * one with compilation off, and every architectural result must be the same, including the
  * retired-instruction count (compiled loops and superblocks account for it themselves).
  *
- * The program loops TEST_JIT_THRESHOLD + 25 times over cases that stress what jit.ts emits inline:
+ * The program loops TEST_JIT_THRESHOLD + 25 times (so every block runs interpreted, in its first
+ * compilation, which calls the processor for memory accesses, and in its second, which probes
+ * the TLB inline: TEST_HOT_THRESHOLD) over cases that stress what jit.ts emits inline:
  * flag consumers (Jcc/SETcc/CMOVcc/ADC/SBB) right after each kind of flag producer at every
  * operand size, shifts and rotates by constants (0, 1, 31, 32, 63), IMUL, sign extensions,
  * XCHG/BSWAP/NOT/NEG, MOVZX/MOVSX from memory, loops whose back edge targets the block's first
  * instruction or one in its middle, forward skips inside a block, loops longer than
- * LOOP_ITERATIONS, direct forward jumps the decoder follows, and indirect jumps and calls through registers and memory. Inputs come from
+ * LOOP_ITERATIONS, direct forward jumps the decoder follows, indirect jumps and calls through
+ * registers and memory, 64-bit IMUL of factors below 2^32, addresses with negative indexes and
+ * displacements, read-modify-write at every size, accesses across a page boundary and an
+ * FS-based operand. Inputs come from
  * a xorshift generator in r13, so data-dependent branches go both ways across iterations. After
  * each case RAX, RBX, RDX and the flags are folded into r12 and stored in `results`.
  */
@@ -47,6 +52,15 @@ function cases(): string[] {
   out.push(`${load}\ncbw\ncwde\ncdqe\ncqo`, `${load}\ncdq`, `${load}\nmovsxd rax, ebx`);
   // Loads through the scratch buffer (MOVZX/MOVSX from memory, read-modify-write).
   out.push(`${load}\nmov [rsi], rax\nmovzx edx, byte ptr [rsi + 3]\nmovsx rbx, word ptr [rsi + 1]\nmovsx ecx, byte ptr [rsi + 7]\nadd [rsi], rbx\nmov rax, [rsi]`);
+  // 64-bit IMUL of factors below 2^32 (products past 2^63 overflow).
+  out.push(`${load}\nmov eax, eax\nmov ebx, ebx\nimul rax, rbx\nseto dl\nsets cl\nsetz ch\nsetp dh`);
+  // Addresses: scaled and negative indexes, negative displacements, read-modify-write of every
+  // size, accesses that cross into the next page, and an FS-based operand.
+  out.push(`${load}\nmov [rsi], rax\nmov [rsi + 8], rbx\nmov ecx, 1\nmov rdx, [rsi + rcx * 8]\nadd [rsi + rcx * 8 - 8], rdx
+    inc dword ptr [rsi + 4]\nsub byte ptr [rsi + rcx * 2 + 3], bl\nxor word ptr [rsi + 6], bx\nneg rcx\nmov rax, [rsi + rcx * 4 + 4]\nmov rbx, [rsi + 8]`);
+  out.push(`${load}\nmov [rsi + 4092], rax\nmov rbx, [rsi + 4090]\nadd qword ptr [rsi + 4094], rbx\nmov rcx, [rsi + 4094]\nmov dx, [rsi + 4095]\ninc dword ptr [rsi + 4093]\nmov eax, [rsi + 4093]`);
+  out.push(`${load}\nmov r9, rax\nlea rax, [rsi - 4096]\nmov rdx, rax\nshr rdx, 32\nmov ecx, 0xc0000100\nwrmsr
+    mov fs:[4096 + 16], r9\nmov rbx, fs:[4096 + 16]\nadd qword ptr fs:[4100], 7\nmov rcx, fs:[4100]\nmov rax, r9`);
   // A loop whose back edge targets the middle of its block, a forward skip, a long loop.
   out.push(`${load}\nmov ecx, eax\nand ecx, 15\ninc ecx\n1:\nadd rax, rcx\nrol rbx, 3\ndec ecx\njnz 1b\ntest al, 1\njz 2f\nadd rbx, 3\n2:`);
   out.push(`${load}\nmov ecx, ${LOOP_ITERATIONS * 3 + 7}\n1:\nxor rax, rcx\nimul rax, rax, 13\nsub ecx, 1\njnz 1b`);
@@ -76,7 +90,7 @@ function program(cs: string[]): string {
     .balign 8
     fptr: .quad fn_add
     .balign 4096
-    scratch: .fill 64, 1, 0
+    scratch: .fill 8192, 1, 0
     results: .fill ${cs.length * 8}, 1, 0`;
 }
 
@@ -111,6 +125,7 @@ describe('emu: compiled blocks behave as the interpreter', () => {
     // Data lives on its own pages, so no code page is invalidated and every block gets hot.
     assert.equal(hot.vm.partition.cache.stats.invalidations, 0);
     assert.ok(hot.vm.partition.cache.stats.compiled > 1000, `blocks were compiled (${hot.vm.partition.cache.stats.compiled})`);
+    assert.ok(hot.vm.partition.cache.stats.recompiled > 500, `blocks were compiled again (${hot.vm.partition.cache.stats.recompiled})`);
     const cd = new DataView(cold.results.buffer, cold.results.byteOffset), hd = new DataView(hot.results.buffer, hot.results.byteOffset);
     for (let k = 0; k < cs.length; k++) {
       const c = cd.getBigUint64(k * 8, true), h = hd.getBigUint64(k * 8, true);

@@ -51,7 +51,7 @@ export interface JitCpu {
   readonly sBase: Float64Array;
   /** The software TLB (cpu.ts): slot bases of the data read and write parts, tags, RAM region and offset per slot. */
   tlbR: number; tlbW: number;
-  readonly tlbTag: Float64Array; readonly tlbReg: Int32Array; readonly tlbOff: Float64Array;
+  readonly tlbReg: Int32Array; readonly tlbTagLo: Int32Array; readonly tlbTagHi: Int32Array; readonly tlbOffI: Int32Array;
   readonly phys: { readonly dv: DataView[] };
   readonly xmm: { readonly x: Int32Array };
   cr0: number; cr4: number;
@@ -77,6 +77,8 @@ export type BlockFn = (c: JitCpu, R: Int32Array, F: number) => number;
 export const DONE = 0x10000;
 /** Executions of a block before it is compiled. */
 export const JIT_THRESHOLD = 1000;
+/** Executions of a block before it is compiled again with memory accesses inline (see inlineMem). */
+export const HOT_THRESHOLD = 20000;
 /** Iterations a self-looping compiled block runs before it gives the dispatcher a turn (interrupts, timers). */
 export const LOOP_ITERATIONS = 64;
 /**
@@ -117,36 +119,69 @@ function wrReg(r: number, sz: number, lo: string, hi: string): string {
   return `R[${k}] = (R[${k}] & -65281) | (((${lo}) & 0xff) << 8);`;
 }
 /**
- * Whether load/store emit the TLB probe inline (regions) or call the processor's rd/wr methods
- * (single blocks: V8 inlines those calls itself in functions this small, and the larger
- * source would only cost compile time). Set by emitBlock, like recBase.
+ * Whether memory accesses probe the TLB in the generated code (the second compilation of a
+ * block, once it is very hot) or call the processor's rd/wr methods (the first: V8 runs a new
+ * function in its interpreter and baseline tiers for hundreds of calls, where every property
+ * and element access is an inline-cache stub call; one call into the optimized method costs
+ * less there than the probe's dozen accesses). Set by emitBlock, like recBase.
  */
-let inlineTlb = false;
+let inlineMem = false;
 /**
- * A data read of 2^sz bytes at `lin` into `let` variables v/vh (vh is 0 below 64 bits) as the
- * processor's rd8..rd64 do: the TLB hit on plain RAM inline, everything else (miss, page
+ * An address in generated code: its int32 halves (the fast TLB probe) and the same address as
+ * a double (the processor's rd, wr and probeW methods take one). eaCode defines `el`/`eh`/`lin`;
+ * the double is only computed on the paths that use it (V8 schedules it there).
+ */
+interface Addr { lo: string; hi: string; lin: string }
+const EA: Addr = { lo: 'el', hi: 'eh', lin: 'lin' };
+const GET = ['dv.getUint8(o)', 'dv.getUint16(o, true)', 'dv.getInt32(o, true)', 'dv.getInt32(o, true)'];
+/**
+ * The int-keyed TLB probe (cpu.ts tlbTagLo/tlbTagHi) of the slot part `part` for 2^sz bytes at
+ * `a`: a boolean expression, true when the access is to plain RAM within one page, with consts
+ * `dv`/`o` then defined by `at`.
+ */
+function probe(part: string, sz: number, a: Addr): { hit: string; at: string } {
+  const n = 1 << sz;
+  return {
+    hit: `c.tlbTagLo[ts = c.${part} + ((tg = (${a.lo} >>> 12) | (${a.hi} << 20)) & ${TLB_MASK})] === tg && c.tlbTagHi[ts] === (${a.hi} >> 12)${n > 1 ? ` && (${a.lo} & 4095) <= ${4096 - n}` : ''}`,
+    at: `const dv = c.phys.dv[c.tlbReg[ts]], o = c.tlbOffI[ts] + (${a.lo} & 4095);`,
+  };
+}
+/**
+ * A data read of 2^sz bytes at `a` into `let` variables v/vh (vh is 0 below 64 bits) as the
+ * processor's rd8..rd64 do: a TLB hit on plain RAM inline, everything else (miss, page
  * crossing, MMIO, faults) through the processor's method.
  */
-function load(sz: number, v: string, vh: string, exc: string, lin = 'lin'): string {
-  const call = `${v} = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(${lin}); if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
-  if (!inlineTlb) return `let ${v} = 0, ${vh} = 0; ${call}`;
-  const n = 1 << sz;
-  const get = sz === 0 ? `${v} = dv.getUint8(o);` : sz === 1 ? `${v} = dv.getUint16(o, true);` : sz === 2 ? `${v} = dv.getInt32(o, true);`
-    : `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);`;
-  return `let ${v} = 0, ${vh} = 0; { const vpn = Math.floor(${lin} / 4096), ts = c.tlbR + (vpn & ${TLB_MASK}), tr = c.tlbReg[ts], po = ${lin} & 4095;
-    if (c.tlbTag[ts] === vpn && tr >= 0 && po <= ${4096 - n}) { const dv = c.phys.dv[tr], o = c.tlbOff[ts] + po; ${get} }
-    else { ${call} } }`;
+function load(sz: number, v: string, vh: string, exc: string, a: Addr = EA): string {
+  const call = `${v} = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(${a.lin}); if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
+  if (!inlineMem) return `let ${v} = 0, ${vh} = 0; ${call}`;
+  const p = probe('tlbR', sz, a);
+  const get = sz === 3 ? `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);` : `${v} = ${GET[sz]!};`;
+  return `let ${v} = 0, ${vh} = 0; { let tg = 0, ts = 0; if (${p.hit}) { ${p.at} ${get} } else { ${call} } }`;
 }
-/** A data write of 2^sz bytes of v/vh at `lin`, as wr8..wr64: RAM TLB hits inline (code pages never hit: cpu.ts). */
-function store(sz: number, v: string, vh: string, exc: string, brkCheck: string, lin = 'lin'): string {
-  const n = 1 << sz;
+/** A data write of 2^sz bytes of v/vh at `a`, as wr8..wr64: RAM TLB hits inline (code pages never hit: cpu.ts). */
+function store(sz: number, v: string, vh: string, exc: string, brkCheck: string, a: Addr = EA): string {
   const set = sz === 0 ? `dv.setUint8(o, ${v});` : sz === 1 ? `dv.setUint16(o, ${v}, true);` : sz === 2 ? `dv.setInt32(o, ${v}, true);`
     : `dv.setInt32(o, ${v}, true); dv.setInt32(o + 4, ${vh}, true);`;
-  const slow = sz === 3 ? `c.wr64(${lin}, ${v}, ${vh})` : `c.${['wr8', 'wr16', 'wr32'][sz]!}(${lin}, ${v})`;
-  if (!inlineTlb) return `${slow}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
-  return `{ const vpn = Math.floor(${lin} / 4096), ts = c.tlbW + (vpn & ${TLB_MASK}), tr = c.tlbReg[ts], po = ${lin} & 4095;
-    if (c.tlbTag[ts] === vpn && tr >= 0 && po <= ${4096 - n}) { const dv = c.phys.dv[tr], o = c.tlbOff[ts] + po; ${set} }
-    else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
+  const slow = sz === 3 ? `c.wr64(${a.lin}, ${v}, ${vh})` : `c.${['wr8', 'wr16', 'wr32'][sz]!}(${a.lin}, ${v})`;
+  if (!inlineMem) return `${slow}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
+  const p = probe('tlbW', sz, a);
+  return `{ let tg = 0, ts = 0; if (${p.hit}) { ${p.at} ${set} } else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
+}
+/**
+ * Read-modify-write of 2^sz bytes at `el`/`eh`: `body` computes consts r/rh from a/ah. The
+ * write permission is checked before the read (as the hardware does); a hit on the write part
+ * of the TLB reads and writes RAM through it.
+ */
+function rmw(sz: number, body: string, exc: string, brkCheck: string): string {
+  const p = probe('tlbW', sz, EA);
+  const get = sz === 3 ? 'a = dv.getInt32(o, true); ah = dv.getInt32(o + 4, true);' : `a = ${GET[sz]!};`;
+  const set = sz === 0 ? 'dv.setUint8(o, r);' : sz === 1 ? 'dv.setUint16(o, r, true);' : sz === 2 ? 'dv.setInt32(o, r, true);'
+    : 'dv.setInt32(o, r, true); dv.setInt32(o + 4, rh, true);';
+  const slowRd = `if (!c.probeW(lin, ${sz})) ${exc} a = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(lin); if (c.excVec !== -1) ${exc} ${sz === 3 ? 'ah = c.vhi;' : ''}`;
+  const slowWr = `${sz === 3 ? 'c.wr64(lin, r, rh)' : `c.${['wr8', 'wr16', 'wr32'][sz]!}(lin, r)`}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
+  if (!inlineMem) return `let a = 0, ah = 0; ${slowRd} ${body} ${slowWr}`;
+  return `let a = 0, ah = 0, dv = null, o = 0; { let tg = 0, ts = 0; if (${p.hit}) { dv = c.phys.dv[c.tlbReg[ts]]; o = c.tlbOffI[ts] + (el & 4095); ${get} } else { ${slowRd} } }
+    ${body} if (dv !== null) { ${set} } else { ${slowWr} }`;
 }
 /** Sign extension of an expression from operand size `sz` (< 3) to 32 bits. */
 function sxc(e: string, sz: number): string {
@@ -154,50 +189,64 @@ function sxc(e: string, sz: number): string {
 }
 
 /**
- * The linear address of record `i`'s memory operand as inline code into const `lin` (64-bit
- * addressing in 64-bit mode, RIP-relative included); other forms call the interpreter's `ea`.
+ * The linear address of record `i`'s memory operand as inline code into int32 `el`/`eh` and
+ * the double `lin` (64-bit addressing in 64-bit mode, RIP-relative included, all in 32-bit
+ * integer arithmetic with explicit carries); other forms call the interpreter's `ea`.
  * A non-canonical address raises #GP(0), or #SS(0) for an SS-based operand, as `ea` does.
  */
 function eaCode(D: Int32Array, i: number, mode: number, exc: string): string {
   const fl = D[i + F_FL]!;
   const asz = (fl & FL_ASZ_MASK) >> FL_ASZ_SHIFT;
   const seg = (fl & FL_SEG_MASK) >> FL_SEG_SHIFT;
-  if (mode !== 2 || asz !== 3) return `const lin = c.ea(${recRef(i)}); if (c.excVec !== -1) ${exc}`;
+  // Below 64-bit addressing the address is under 2^32.
+  if (mode !== 2 || asz !== 3) return `const lin = c.ea(${recRef(i)}); if (c.excVec !== -1) ${exc} const el = lin | 0, eh = 0;`;
   const vec = seg === SEG_SS ? 12 : 13;
-  const lo: string[] = [], hi: string[] = [];
+  const fault = `{ c.excVec = ${vec}; c.excCode = 0; ${exc} }`;
+  // Terms as [lo, hi] int32 expressions, summed with carries.
+  const terms: [string, string][] = [];
   let pre = '';
   if ((fl & FL_RIPREL) !== 0) {
     const off = D[i + F_IOFF]! + D[i + F_LEN]! + D[i + F_DISP]!;
     if (seg === SEG_NONE) {
-      return `const lin = c.ripBase + ${off}; if (lin < -140737488355328 || lin >= 140737488355328) { c.excVec = ${vec}; c.excCode = 0; ${exc} }`;
+      return `const lin = c.ripBase + ${off}; if (lin < -140737488355328 || lin >= 140737488355328) ${fault}
+        const el = lin | 0, eh = Math.floor(lin / 4294967296) | 0;`;
     }
     pre = `const t = c.ripBase + ${off};`;
-    lo.push('(t >>> 0)'); hi.push('Math.floor(t / 4294967296)');
+    terms.push(['(t | 0)', '(Math.floor(t / 4294967296) | 0)']);
   } else {
-    const b = D[i + F_BASE]!, x = D[i + F_INDEX]!, sc = 1 << D[i + F_SCALE]!;
-    lo.push(String(D[i + F_DISP]!)); hi.push('0');
-    if (b >= 0) { lo.push(`(R[${b * 2}] >>> 0)`); hi.push(`R[${b * 2 + 1}]`); }
-    if (x >= 0) { lo.push(`(R[${x * 2}] >>> 0) * ${sc}`); hi.push(`R[${x * 2 + 1}] * ${sc}`); }
+    const b = D[i + F_BASE]!, x = D[i + F_INDEX]!, sh = D[i + F_SCALE]!, d = D[i + F_DISP]!;
+    if (b >= 0) terms.push([`R[${b * 2}]`, `R[${b * 2 + 1}]`]);
+    if (x >= 0) {
+      terms.push(sh === 0 ? [`R[${x * 2}]`, `R[${x * 2 + 1}]`]
+        : [`(R[${x * 2}] << ${sh})`, `((R[${x * 2 + 1}] << ${sh}) | (R[${x * 2}] >>> ${32 - sh}))`]);
+    }
+    if (d !== 0 || terms.length === 0) terms.push([String(d), String(d >> 31)]);
   }
-  if (seg !== SEG_NONE) { lo.push(`(c.sBase[${seg}] >>> 0)`); hi.push(`Math.floor(c.sBase[${seg}] / 4294967296)`); }
-  return `${pre} const sl = ${lo.join(' + ')}; const sh = (${hi.join(' + ')} + Math.floor(sl / 4294967296)) | 0;
-    if (((sh << 16) >> 16) !== sh) { c.excVec = ${vec}; c.excCode = 0; ${exc} }
-    const lin = sh * 4294967296 + (sl >>> 0);`;
+  if (seg !== SEG_NONE) {
+    pre += ` const sb = c.sBase[${seg}];`;
+    terms.push(['(sb | 0)', '(Math.floor(sb / 4294967296) | 0)']);
+  }
+  let code = `${pre} let el = ${terms[0]![0]}, eh = ${terms[0]![1]};`;
+  for (let k = 1; k < terms.length; k++) {
+    const [lo, hi] = terms[k]!;
+    code += ` { const n = (el + ${lo}) | 0; eh = (eh + ${hi} + ((n >>> 0) < (el >>> 0) ? 1 : 0)) | 0; el = n; }`;
+  }
+  return `${code} if (((eh << 16) >> 16) !== eh) ${fault} const lin = eh * 4294967296 + (el >>> 0);`;
 }
 
 /** Inline 64-bit PUSH in 64-bit mode (values in `lo`/`hi`); RSP changes only after the store. */
 function push64(lo: string, hi: string, exc: string): string {
-  return `{ const sl = (R[8] >>> 0) - 8; const sh = (R[9] + Math.floor(sl / 4294967296)) | 0;
-    if (((sh << 16) >> 16) !== sh) { c.excVec = 12; c.excCode = 0; ${exc} }
-    const pl = sh * 4294967296 + (sl >>> 0);
-    ${store(3, lo, hi, `{ if (c.excVec === 13) c.excVec = 12; ${exc} }`, '', 'pl')}
-    R[8] = sl | 0; R[9] = sh; }`;
+  return `{ const pl = (R[8] - 8) | 0, ph = (R[9] - ((R[8] >>> 0) < 8 ? 1 : 0)) | 0;
+    if (((ph << 16) >> 16) !== ph) { c.excVec = 12; c.excCode = 0; ${exc} }
+    const pd = ph * 4294967296 + (pl >>> 0);
+    ${store(3, lo, hi, `{ if (c.excVec === 13) c.excVec = 12; ${exc} }`, '', { lo: 'pl', hi: 'ph', lin: 'pd' })}
+    R[8] = pl; R[9] = ph; }`;
 }
-/** Inline 64-bit POP in 64-bit mode into consts v/vh; RSP changes only after the load. */
+/** Inline 64-bit POP in 64-bit mode into `let`s v/vh; RSP changes only after the load. */
 function pop64(exc: string): string {
-  return `if (((R[9] << 16) >> 16) !== R[9]) { c.excVec = 12; c.excCode = 0; ${exc} }
-    const pl = R[9] * 4294967296 + (R[8] >>> 0); ${load(3, 'v', 'vh', exc, 'pl')}
-    { const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0; }`;
+  return `const ql = R[8], qh = R[9]; if (((qh << 16) >> 16) !== qh) { c.excVec = 12; c.excCode = 0; ${exc} }
+    const qd = qh * 4294967296 + (ql >>> 0); ${load(3, 'v', 'vh', exc, { lo: 'ql', hi: 'qh', lin: 'qd' })}
+    { const n = (ql + 8) | 0; R[9] = (qh + ((n >>> 0) < (ql >>> 0) ? 1 : 0)) | 0; R[8] = n; }`;
 }
 
 /** 64-bit shift left of locals lo/hi by a constant 0 < n < 64 into consts `rl`/`rh` of the given names. */
@@ -509,9 +558,12 @@ function indirectExit(rg: RegionCtx | null, k: number): string {
   return `if (c.gen === g0 && ++it < ${REGION_TRANSFERS}) { io = c.rip - (c.ripBase - ${rg.pageOff}); if (io >= 0 && io < 4096) { xr = ${k}; F = -1; continue outer; } } return ${k};`;
 }
 
-/** Compile a decoded block; returns null when nothing in it benefits. */
-export function compileBlock(D: Int32Array, first: number, count: number, mode: number): BlockFn | null {
-  const e = emitBlock(D, first, count, mode, null);
+/**
+ * Compile a decoded block; returns null when nothing in it benefits. `hot`: the second
+ * compilation, with memory accesses inline (see inlineMem).
+ */
+export function compileBlock(D: Int32Array, first: number, count: number, mode: number, hot = false): BlockFn | null {
+  const e = emitBlock(D, first, count, mode, null, hot);
   if (e.inline === 0) return null;
   const body = e.dispatch ? `let pc = 0, it = 0; for (;;) { switch (pc) {\n${e.code}\n} }` : e.code;
   return make(`let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`);
@@ -567,11 +619,9 @@ function make(src: string): BlockFn {
  * internal branch targets (`dispatch`: the caller wraps it in a switch on `pc` inside a loop).
  * Ends with `return DONE`.
  */
-function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg: RegionCtx | null): { code: string; inline: number; dispatch: boolean } {
+function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg: RegionCtx | null, hot = true): { code: string; inline: number; dispatch: boolean } {
   const out: string[] = [];
-  // A region is too large for V8 to inline many calls into it (its cumulative inlining budget
-  // is under 1 KB of bytecode): memory accesses probe the TLB in the generated code.
-  inlineTlb = rg !== null;
+  inlineMem = hot;
   const f = new FlagState();
   recBase = first << LOG_STRIDE;
   let inline = 0;
@@ -694,10 +744,9 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
         if (mem && op !== OP_ALU_R_RM) {
           // Read-modify-write (or CMP) on memory.
           const src = op === OP_ALU_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
-          const probe = kind === 7 ? '' : `if (!c.probeW(lin, ${sz})) ${exc}`;
           const alu = aluCode(f, kind, sz);
-          const wb = kind === 7 ? '' : store(sz, 'r', 'rh', exc, brkCheck);
-          code = `{ ${src} ${eaCode(D, i, mode, exc)} ${probe} ${load(sz, 'a', 'ah', exc)} ${alu} ${wb} }`;
+          code = kind === 7 ? `{ ${src} ${eaCode(D, i, mode, exc)} ${load(sz, 'a', 'ah', exc)} ${alu} }`
+            : `{ ${src} ${eaCode(D, i, mode, exc)} ${rmw(sz, alu, exc, brkCheck)} }`;
           break;
         }
         const dst = op === OP_ALU_R_RM ? reg : rm;
@@ -719,8 +768,7 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
       case OP_INC_RM: case OP_DEC_RM:
         if (mem) {
           const body = incDecCode(f, sz, op === OP_DEC_RM);
-          code = `{ ${eaCode(D, i, mode, exc)} if (!c.probeW(lin, ${sz})) ${exc} ${load(sz, 'a', 'ah', exc)}
-            ${body} ${store(sz, 'r', 'rh', exc, brkCheck)} }`;
+          code = `{ ${eaCode(D, i, mode, exc)} ${rmw(sz, body, exc, brkCheck)} }`;
           break;
         }
         code = `{ ${rdReg(rm, sz, 'a', 'ah')} ${incDecCode(f, sz, op === OP_DEC_RM)} ${wrReg(rm, sz, 'r', 'rh')} }`;
@@ -751,6 +799,13 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
           : `{ ${a} ${b} let lo = 0, hi = 0; const p = a * b;
             if (ah === (a >> 31) && bh === (b >> 31) && p <= 9007199254740991 && p >= -9007199254740991) {
               lo = p | 0; hi = Math.floor(p / 4294967296) | 0; ${resultFlags('lo', 'hi', '0', '0')}
+            } else if (ah === 0 && bh === 0) {
+              // Factors below 2^32 (multi-precision code: the kernel's RSA checks of module
+              // signatures): the exact product from two partial products below 2^48; it
+              // overflows a signed 64-bit result exactly when bit 63 is set.
+              const A = a >>> 0, pl = A * (b & 0xffff), ph = A * (b >>> 16);
+              lo = Math.imul(a, b); hi = (Math.floor(ph / 65536) + Math.floor((pl + (ph & 0xffff) * 65536) / 4294967296)) | 0;
+              const of = hi >>> 31; ${resultFlags('lo', 'hi', 'of', 'of')}
             } else { c.imulTrunc(3, a, ah, b, bh); lo = c.t0; hi = c.t1; }
             R[${reg * 2}] = lo; R[${reg * 2 + 1}] = hi; }`;
         break;
@@ -807,10 +862,10 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
       case OP_RET:
         if (mode !== 2 || sz !== 3 || D[i + F_IMM]! !== 0) break;
         // The target is checked before RSP moves, so a #GP leaves the stack as it was.
-        code = `{ const lin = R[9] * 4294967296 + (R[8] >>> 0); if (((R[9] << 16) >> 16) !== R[9]) { c.excVec = 12; c.excCode = 0; ${exc} }
-          ${load(3, 'v', 'vh', exc)}
+        code = `{ const ql = R[8], qh = R[9]; if (((qh << 16) >> 16) !== qh) { c.excVec = 12; c.excCode = 0; ${exc} }
+          const qd = qh * 4294967296 + (ql >>> 0); ${load(3, 'v', 'vh', exc, { lo: 'ql', hi: 'qh', lin: 'qd' })}
           if (((vh << 16) >> 16) !== vh) { c.excVec = 13; c.excCode = 0; ${exc} }
-          const sl = (R[8] >>> 0) + 8; R[9] = (R[9] + Math.floor(sl / 4294967296)) | 0; R[8] = sl | 0;
+          { const n = (ql + 8) | 0; R[9] = (qh + ((n >>> 0) < (ql >>> 0) ? 1 : 0)) | 0; R[8] = n; }
           c.rip = vh * 4294967296 + (v >>> 0); ${indirectExit(rg, k)} }`;
         break;
       case OP_SSE: {

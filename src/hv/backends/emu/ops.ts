@@ -10,6 +10,8 @@
 /** Entries per software TLB part (cpu.ts; per access kind and privilege); compiled code (jit.ts) probes it inline. */
 export const TLB_BITS = 10;
 export const TLB_MASK = (1 << TLB_BITS) - 1;
+/** Tag-hi of an unusable int-keyed TLB slot (cpu.ts tlbTagHi): no address >> 44 is this. */
+export const TAG_NONE = 0x40000000;
 
 /** Ints per decoded instruction; `index << LOG_STRIDE` is its first slot. */
 export const LOG_STRIDE = 4;
