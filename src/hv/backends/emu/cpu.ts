@@ -158,6 +158,12 @@ export class Cpu {
   // Jump cache (runSlice): linear RIP, translation generation and block per slot.
   readonly jcLin = new Float64Array(JC_SIZE).fill(NaN);
   readonly jcGen = new Float64Array(JC_SIZE);
+  /**
+   * Per bucket of linear code pages (page number mod JC_SIZE): the generation in which a block
+   * starting on (or crossing into) a page of the bucket entered the jump cache; flushPage
+   * starts a new generation only for such pages.
+   */
+  readonly jcPage = new Float64Array(JC_SIZE).fill(-1);
   readonly jcBlk = new Int32Array(JC_SIZE);
   /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
   gen = 0;
@@ -370,12 +376,15 @@ export class Cpu {
   // ---------------------------------------------------------------- modes and segments
 
   updateMode(): void {
-    this.newGen();
     const lma = (this.efer & EFER_LMA) !== 0;
     const a = this.sAttr[SEG_CS]!;
+    const old = this.mode;
     if ((this.cr0 & CR0_PE) === 0) this.mode = 0;
     else if (lma && (a & 0x2000) !== 0) this.mode = 2;
     else this.mode = (a & 0x4000) !== 0 ? 1 : 0;
+    // Blocks are decoded per code size, so the jump cache holds only for the same one (every
+    // interrupt and IRET comes here; the kernel's 128,000 per boot emptied it each time).
+    if (this.mode !== old) this.newGen();
     this.setCpl(this.cpl);
   }
   setCpl(cpl: number): void {
@@ -395,8 +404,10 @@ export class Cpu {
   /** A new translation generation: block chains recorded under the old one are not followed. */
   newGen(): void { this.gen = ++this.cache.genCounter; }
   flushPage(lin: number): void {
-    this.newGen();
     const vpn = Math.floor(lin / 4096), s = vpn & TLB_MASK;
+    // The jump cache only if it may hold a block on this page in this generation (INVLPG of
+    // data pages is far more common: kmap, vmalloc).
+    if (this.jcPage[vpn & JC_MASK] === this.gen) this.newGen();
     for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) { this.tlbTag[k * TLB_SIZE + s] = NaN; this.tlbTagHi[k * TLB_SIZE + s] = TAG_NONE; }
   }
   /** A physical page became code: drop fast write mappings of it. */
@@ -1125,6 +1136,9 @@ export class Cpu {
           continue;
         }
         this.jcLin[h] = lin; this.jcGen[h] = this.gen; this.jcBlk[h] = b;
+        const vpn = Math.floor(lin / 4096);
+        this.jcPage[vpn & JC_MASK] = this.gen;
+        if (cache.blkPage2[b]! >= 0) this.jcPage[(vpn + 1) & JC_MASK] = this.gen;
       }
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];
