@@ -152,6 +152,8 @@ export class Cpu {
   readonly tlbTagLo = new Int32Array(6 * TLB_SIZE);
   readonly tlbTagHi = new Int32Array(6 * TLB_SIZE).fill(TAG_NONE);
   readonly tlbOffI = new Int32Array(6 * TLB_SIZE);
+  /** 1 for a global translation (see xlate): a CR3 write keeps it (flushNonGlobal). */
+  readonly tlbGlobal = new Uint8Array(6 * TLB_SIZE);
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
@@ -164,9 +166,15 @@ export class Cpu {
    * starts a new generation only for such pages.
    */
   readonly jcPage = new Float64Array(JC_SIZE).fill(-1);
+  /** The same for blocks on global pages, with gGen. */
+  readonly jcPageG = new Float64Array(JC_SIZE).fill(-1);
   readonly jcBlk = new Int32Array(JC_SIZE);
   /** Translation generation (partition-unique): bumped by TLB flushes, mode and CPL changes. */
   gen = 0;
+  /** Translation generation of global pages (see newGen). */
+  gGen = 0;
+  /** Whether the block #findBlock returned lies on a global page (see xlate). */
+  #fetchGlobal = false;
   /** The block the running compiled function is in (jit.ts regions move it). */
   rgnBlk = 0;
   /** Compile hot blocks to JavaScript (jit.ts); off only to test the interpreter alone. */
@@ -401,13 +409,26 @@ export class Cpu {
   // ---------------------------------------------------------------- TLB and page walk
 
   flushTlb(): void { this.tlbTag.fill(NaN); this.tlbTagHi.fill(TAG_NONE); this.newGen(); }
-  /** A new translation generation: block chains recorded under the old one are not followed. */
-  newGen(): void { this.gen = ++this.cache.genCounter; }
+  /**
+   * A CR3 write with CR4.PGE set: global translations stay (the kernel's, identical in every
+   * address space, so a context switch no longer costs the kernel its TLB and jump cache).
+   */
+  flushNonGlobal(): void {
+    const g = this.tlbGlobal, tag = this.tlbTag, hi = this.tlbTagHi;
+    for (let s = 0; s < 6 * TLB_SIZE; s++) if (g[s] === 0) { tag[s] = NaN; hi[s] = TAG_NONE; }
+    this.gen = ++this.cache.genCounter;
+  }
+  /**
+   * A new translation generation: jump-cache entries recorded under the old one are not
+   * followed. `gen` covers every translation; `gGen`, which entries of blocks on global pages
+   * record, changes with everything but CR3 writes.
+   */
+  newGen(): void { this.gen = ++this.cache.genCounter; this.gGen = ++this.cache.genCounter; }
   flushPage(lin: number): void {
     const vpn = Math.floor(lin / 4096), s = vpn & TLB_MASK;
     // The jump cache only if it may hold a block on this page in this generation (INVLPG of
     // data pages is far more common: kmap, vmalloc).
-    if (this.jcPage[vpn & JC_MASK] === this.gen) this.newGen();
+    if (this.jcPage[vpn & JC_MASK] === this.gen || this.jcPageG[vpn & JC_MASK] === this.gGen) this.newGen();
     for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) { this.tlbTag[k * TLB_SIZE + s] = NaN; this.tlbTagHi[k * TLB_SIZE + s] = TAG_NONE; }
   }
   /** A physical page became code: drop fast write mappings of it. */
@@ -442,6 +463,8 @@ export class Cpu {
     const write = acc === ACC_W;
     let pa: number;
     let writable = true;
+    // A global translation (G in the leaf entry, CR4.PGE): kept across CR3 writes.
+    let global = 0;
     if ((this.cr0 & CR0_PG) === 0) {
       pa = Math.floor(lin / 4096) * 4096;
       if (pa < 0) pa += TWO32;
@@ -484,6 +507,7 @@ export class Cpu {
       if (write && (eLo & 0x40) === 0) this.#physWr32(eAddr, eLo | 0x60);
       else if (!write) writable = writable && (eLo & 0x40) !== 0; // write access must set D first
       pa = table + (pageSize === 4096 ? 0 : (lo & (pageSize - 1) & ~0xfff) >>> 0);
+      if ((eLo & 0x100) !== 0 && (this.cr4 & CR4_PGE) !== 0) global = 1;
     } else if ((this.cr4 & CR4_PAE) !== 0) {
       this.errorMessage = 'legacy PAE paging is not implemented';
       this.excVec = -2;
@@ -535,6 +559,7 @@ export class Cpu {
     this.tlbTagLo[s] = vpn | 0;
     this.tlbTagHi[s] = reg >= 0 && off < 0x7fff0000 ? Math.floor(vpn / TWO32) : TAG_NONE;
     this.tlbOffI[s] = off | 0;
+    this.tlbGlobal[s] = global;
     this.tlbPhys[s] = pa;
     return s;
   }
@@ -1127,7 +1152,8 @@ export class Cpu {
       const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
       const h = (lin ^ (lin >>> JC_BITS)) & JC_MASK;
       let b = this.jcBlk[h]!;
-      if (this.jcLin[h] !== lin || this.jcGen[h] !== this.gen) {
+      const g = this.jcGen[h]!;
+      if (this.jcLin[h] !== lin || (g !== this.gen && g !== this.gGen)) {
         b = this.#findBlock();
         if (b < 0) {
           if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }
@@ -1135,10 +1161,14 @@ export class Cpu {
           if (b === -2) return RUN_ERROR;
           continue;
         }
-        this.jcLin[h] = lin; this.jcGen[h] = this.gen; this.jcBlk[h] = b;
+        this.jcLin[h] = lin; this.jcBlk[h] = b;
         const vpn = Math.floor(lin / 4096);
-        this.jcPage[vpn & JC_MASK] = this.gen;
-        if (cache.blkPage2[b]! >= 0) this.jcPage[(vpn + 1) & JC_MASK] = this.gen;
+        if (this.#fetchGlobal && cache.blkPage2[b]! < 0) { this.jcGen[h] = this.gGen; this.jcPageG[vpn & JC_MASK] = this.gGen; }
+        else {
+          this.jcGen[h] = this.gen;
+          this.jcPage[vpn & JC_MASK] = this.gen;
+          if (cache.blkPage2[b]! >= 0) this.jcPage[(vpn + 1) & JC_MASK] = this.gen;
+        }
       }
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];
@@ -1170,6 +1200,7 @@ export class Cpu {
       if (s < 0) { if (this.excVec === -2) { this.excVec = -1; return -2; } return -1; }
     }
     const reg = this.tlbReg[s]!;
+    this.#fetchGlobal = this.tlbGlobal[s] === 1;
     if (reg < 0) { this.errorMessage = `instruction fetch from non-RAM physical address 0x${(this.tlbPhys[s]! + (lin & 0xfff)).toString(16)}`; return -2; }
     const pa = this.tlbPhys[s]! + (lin & 0xfff);
     const cached = this.cache.lookup(pa, this.mode);
@@ -2637,7 +2668,7 @@ export class Cpu {
       case 3: {
         if ((hi & 0xfff00000) !== 0 && (this.efer & EFER_LMA) !== 0) return gp();
         this.cr3 = (hi >>> 0) * TWO32 + (lo >>> 0);
-        this.flushTlb();
+        if ((this.cr4 & CR4_PGE) !== 0) this.flushNonGlobal(); else this.flushTlb();
         break;
       }
       case 4: {

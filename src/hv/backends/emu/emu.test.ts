@@ -109,6 +109,72 @@ describe('emu: string instructions', () => {
   });
 });
 
+describe('emu: TLB and jump cache across CR3 writes', () => {
+  // p1's page is remapped to p2's frame; each page holds "mov eax, N; ret" and a quadword
+  // 0xN111 at +8. p1 runs hot (compiled, in the jump cache) before the remap.
+  const pages = `
+    .balign 4096
+    p1: mov eax, 1
+    ret
+    .balign 8
+    .quad 0x1111
+    .balign 4096
+    p2: mov eax, 2
+    ret
+    .balign 8
+    .quad 0x2111`;
+  const setup = (g: number) => `
+    mov rax, cr4
+    or eax, 0x80                # CR4.PGE
+    mov cr4, rax
+    lea rbx, [rip + p1]
+    mov rcx, rbx
+    shr rcx, 12
+    lea rsi, [0x4000 + rcx * 8] # p1's PTE
+    or qword ptr [rsi], ${g}
+    invlpg [rbx]
+    lea rdx, [rip + p2]
+    mov r8, 100
+    1: call rbx
+    dec r8
+    jnz 1b
+    mov r9, rax
+    or rdx, ${3 | g}
+    mov [rsi], rdx              # p1's page -> p2's frame
+    mov rax, cr3
+    mov cr3, rax`;
+
+  it('a CR3 write drops non-global translations of code and data', async () => {
+    const vm = await longModeVm(`${setup(0)}
+      call rbx
+      mov r10, rax
+      mov r11, [rbx + 8]
+      hlt
+      ${pages}`);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r9, 1n);
+    assert.equal(st.regs.r10, 2n);
+    assert.equal(st.regs.r11, 0x2111n);
+  });
+
+  it('INVLPG drops a global translation that a CR3 write kept', async () => {
+    const vm = await longModeVm(`${setup(0x100)}
+      invlpg [rbx]
+      call rbx
+      mov r10, rax
+      mov r11, [rbx + 8]
+      hlt
+      ${pages}`);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r9, 1n);
+    assert.equal(st.regs.r10, 2n);
+    assert.equal(st.regs.r11, 0x2111n);
+    assert.ok(vm.partition.cache.stats.compiled > 0);
+  });
+});
+
 describe('emu: exceptions', () => {
   it('#PF on a not-present page: error code, CR2 and RIP', async () => {
     const vm = await longModeVm(`
