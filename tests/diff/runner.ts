@@ -29,7 +29,7 @@ import { gpa, MemoryBlock } from '../../src/guestmem/guestmem.js';
 import type { Partition, VirtualProcessor } from '../../src/hv/backends/backend.js';
 import type { VpState } from '../../src/hv/backends/state.js';
 import { createEmuBackend, type EmuPartition } from '../../src/hv/backends/emu/index.js';
-import { TEST_HOT_THRESHOLD, TEST_JIT_THRESHOLD } from '../../src/hv/backends/emu/testing.js';
+import { TEST_JIT_THRESHOLD } from '../../src/hv/backends/emu/testing.js';
 import { loadFlatImage } from '../../src/loader/flat.js';
 import { bigintToLe, leToBigint, type GdbClient } from './gdb-remote.js';
 import { assembleFlat, startQemu, type QemuRun } from './qemu.js';
@@ -591,9 +591,8 @@ export class EmuMachine {
   static async create(image: Uint8Array, memoryMiB = 16): Promise<EmuMachine> {
     const backend = createEmuBackend();
     const partition = await backend.createPartition({ vpCount: 1, cpuid: [...backend.supportedCpuid()], interceptMsrs: [], hypercallPort: 0x9e });
-    // Compile after TEST_JIT_THRESHOLD runs and again (memory accesses inline) two runs later,
-    // so that emuRuns stays small (see runDifferential).
-    for (const v of (partition as EmuPartition).vps) { v.cpu.jitThreshold = TEST_JIT_THRESHOLD; v.cpu.hotThreshold = TEST_HOT_THRESHOLD; }
+    // Compile after TEST_JIT_THRESHOLD runs, so that emuRuns stays small (see runDifferential).
+    for (const v of (partition as EmuPartition).vps) v.cpu.jitThreshold = TEST_JIT_THRESHOLD;
     partition.mapMemory(gpa(0), new MemoryBlock(memoryMiB << 20, 'ram'), true);
     const vp = partition.vps[0]!;
     const st = loadFlatImage(partition.memory, image, { mode: 'long64', loadGpa: CODE_GPA, base: await vp.getState() });
@@ -781,8 +780,8 @@ export async function runDifferential(cases: readonly DiffCase[], opts: { log?: 
       } catch (e) {
         throw new Error(`QEMU failed on case ${k} (${c.asm.replace(/\n/g, '; ')}): ${e instanceof Error ? e.message : String(e)}`, { cause: e });
       }
-      // emuRuns > 1: run the case again and again (TEST_JIT_THRESHOLD + 3 makes emu compile the
-      // block twice, jit.ts, and the last run is in the second compilation) and compare the last run.
+      // emuRuns > 1: run the case again and again (TEST_JIT_THRESHOLD + a few makes emu compile
+      // the block, jit.ts) and compare the last run.
       let e = await emu.runCase(regs, c.rflags, prog.start[k]!, win, seg);
       for (let n = 1; n < (opts.emuRuns ?? 1); n++) e = await emu.runCase(regs, c.rflags, prog.start[k]!, win, seg);
       const r = compareSnapshots(c, q, e);

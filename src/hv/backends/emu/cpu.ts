@@ -29,7 +29,7 @@ import {
 import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
-import { compileBlock, compileRegion, DONE, HOT_THRESHOLD, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
+import { compileBlock, compileRegion, DONE, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
 import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB, TAG_NONE, TLB_BITS, TLB_MASK } from './ops.js';
 import type { ExitHandler } from '../backend.js';
 import { sseStep } from './sse.js';
@@ -181,8 +181,6 @@ export class Cpu {
   jit = true;
   /** Interpreted runs of a block before it is compiled (tests lower it to keep programs short). */
   jitThreshold = JIT_THRESHOLD;
-  /** Runs of a block before its second compilation (jit.ts HOT_THRESHOLD). */
-  hotThreshold = HOT_THRESHOLD;
   /**
    * Compile the very hot blocks of a page together (jit.ts compileRegion). Off by default:
    * bench:cpu is ~15% faster in most runs and ~30% slower in some, when V8, after
@@ -1173,10 +1171,11 @@ export class Cpu {
       // Compiled blocks are run here rather than through #execBlock: one call less per dispatch.
       const fn = cache.blkFn[b];
       if (fn !== undefined) {
-        const runs = cache.blkExec[b]! + 1;
-        cache.blkExec[b] = runs;
-        if (runs === this.hotThreshold) this.#compileHot(b);
-        else if (runs === this.regionThreshold && this.regions) this.#compileRegion(b);
+        if (this.regions) {
+          const runs = cache.blkExec[b]! + 1;
+          cache.blkExec[b] = runs;
+          if (runs === this.regionThreshold) this.#compileRegion(b);
+        }
         this.ripBase = this.rip;
         this.rgnBlk = b;
         const r = fn(this, this.R, cache.blkFirst[b]! << LOG_STRIDE);
@@ -1299,16 +1298,6 @@ export class Cpu {
     this.excVec = -1;
     if (v === -2) { this.exitReason = RUN_ERROR; return; }
     this.deliver(v, this.#hasErrorCode(v) ? c : -1, 0);
-  }
-
-  /** Block b has run hotThreshold times: compile it again with memory accesses inline (jit.ts inlineMem). */
-  #compileHot(b: number): void {
-    const cache = this.cache;
-    if (cache.blkValid[b] !== 1) return;
-    const t0 = performance.now();
-    const f = compileBlock(this.D, cache.blkFirst[b]!, cache.blkCount[b]!, this.mode, true);
-    if (f !== null) { cache.blkFn[b] = f; cache.stats.recompiled++; }
-    cache.stats.compileMs += performance.now() - t0;
   }
 
   /** Run block b in the interpreter (compiling it once it is hot). */

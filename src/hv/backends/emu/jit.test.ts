@@ -3,9 +3,7 @@
  * one with compilation off, and every architectural result must be the same, including the
  * retired-instruction count (compiled loops and superblocks account for it themselves).
  *
- * The program loops TEST_JIT_THRESHOLD + 25 times (so every block runs interpreted, in its first
- * compilation, which calls the processor for memory accesses, and in its second, which probes
- * the TLB inline: TEST_HOT_THRESHOLD) over cases that stress what jit.ts emits inline:
+ * The program loops TEST_JIT_THRESHOLD + 25 times over cases that stress what jit.ts emits inline:
  * flag consumers (Jcc/SETcc/CMOVcc/ADC/SBB) right after each kind of flag producer at every
  * operand size, shifts and rotates by constants (0, 1, 31, 32, 63), IMUL, sign extensions,
  * XCHG/BSWAP/NOT/NEG, MOVZX/MOVSX from memory, loops whose back edge targets the block's first
@@ -125,7 +123,6 @@ describe('emu: compiled blocks behave as the interpreter', () => {
     // Data lives on its own pages, so no code page is invalidated and every block gets hot.
     assert.equal(hot.vm.partition.cache.stats.invalidations, 0);
     assert.ok(hot.vm.partition.cache.stats.compiled > 1000, `blocks were compiled (${hot.vm.partition.cache.stats.compiled})`);
-    assert.ok(hot.vm.partition.cache.stats.recompiled > 500, `blocks were compiled again (${hot.vm.partition.cache.stats.recompiled})`);
     const cd = new DataView(cold.results.buffer, cold.results.byteOffset), hd = new DataView(hot.results.buffer, hot.results.byteOffset);
     for (let k = 0; k < cs.length; k++) {
       const c = cd.getBigUint64(k * 8, true), h = hd.getBigUint64(k * 8, true);

@@ -75,10 +75,14 @@ export interface JitCpu {
 /** A compiled block: `F` is the pool index of its first record. */
 export type BlockFn = (c: JitCpu, R: Int32Array, F: number) => number;
 export const DONE = 0x10000;
-/** Executions of a block before it is compiled. */
-export const JIT_THRESHOLD = 1000;
-/** Executions of a block before it is compiled again with memory accesses inline (see inlineMem). */
-export const HOT_THRESHOLD = 20000;
+/**
+ * Executions of a block before it is compiled. V8 runs a new function in its interpreter and
+ * baseline tiers for hundreds of calls, where every property, element and arithmetic operation
+ * is a stub call, several times slower than this emulator's interpreter; compiling only blocks
+ * that will run long enough after that pays (kernel boot, main-thread CPU, runs side by side:
+ * 1000 -> 3000 about 7% less, 3000 -> 10000 about 4% less; ADR 0007).
+ */
+export const JIT_THRESHOLD = 10000;
 /** Iterations a self-looping compiled block runs before it gives the dispatcher a turn (interrupts, timers). */
 export const LOOP_ITERATIONS = 64;
 /**
@@ -119,14 +123,6 @@ function wrReg(r: number, sz: number, lo: string, hi: string): string {
   return `R[${k}] = (R[${k}] & -65281) | (((${lo}) & 0xff) << 8);`;
 }
 /**
- * Whether memory accesses probe the TLB in the generated code (the second compilation of a
- * block, once it is very hot) or call the processor's rd/wr methods (the first: V8 runs a new
- * function in its interpreter and baseline tiers for hundreds of calls, where every property
- * and element access is an inline-cache stub call; one call into the optimized method costs
- * less there than the probe's dozen accesses). Set by emitBlock, like recBase.
- */
-let inlineMem = false;
-/**
  * An address in generated code: its int32 halves (the fast TLB probe) and the same address as
  * a double (the processor's rd, wr and probeW methods take one). eaCode defines `el`/`eh`/`lin`;
  * the double is only computed on the paths that use it (V8 schedules it there).
@@ -153,7 +149,6 @@ function probe(part: string, sz: number, a: Addr): { hit: string; at: string } {
  */
 function load(sz: number, v: string, vh: string, exc: string, a: Addr = EA): string {
   const call = `${v} = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(${a.lin}); if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
-  if (!inlineMem) return `let ${v} = 0, ${vh} = 0; ${call}`;
   const p = probe('tlbR', sz, a);
   const get = sz === 3 ? `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);` : `${v} = ${GET[sz]!};`;
   return `let ${v} = 0, ${vh} = 0; { let tg = 0, ts = 0; if (${p.hit}) { ${p.at} ${get} } else { ${call} } }`;
@@ -163,7 +158,6 @@ function store(sz: number, v: string, vh: string, exc: string, brkCheck: string,
   const set = sz === 0 ? `dv.setUint8(o, ${v});` : sz === 1 ? `dv.setUint16(o, ${v}, true);` : sz === 2 ? `dv.setInt32(o, ${v}, true);`
     : `dv.setInt32(o, ${v}, true); dv.setInt32(o + 4, ${vh}, true);`;
   const slow = sz === 3 ? `c.wr64(${a.lin}, ${v}, ${vh})` : `c.${['wr8', 'wr16', 'wr32'][sz]!}(${a.lin}, ${v})`;
-  if (!inlineMem) return `${slow}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
   const p = probe('tlbW', sz, a);
   return `{ let tg = 0, ts = 0; if (${p.hit}) { ${p.at} ${set} } else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
 }
@@ -179,7 +173,6 @@ function rmw(sz: number, body: string, exc: string, brkCheck: string): string {
     : 'dv.setInt32(o, r, true); dv.setInt32(o + 4, rh, true);';
   const slowRd = `if (!c.probeW(lin, ${sz})) ${exc} a = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(lin); if (c.excVec !== -1) ${exc} ${sz === 3 ? 'ah = c.vhi;' : ''}`;
   const slowWr = `${sz === 3 ? 'c.wr64(lin, r, rh)' : `c.${['wr8', 'wr16', 'wr32'][sz]!}(lin, r)`}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
-  if (!inlineMem) return `let a = 0, ah = 0; ${slowRd} ${body} ${slowWr}`;
   return `let a = 0, ah = 0, dv = null, o = 0; { let tg = 0, ts = 0; if (${p.hit}) { dv = c.phys.dv[c.tlbReg[ts]]; o = c.tlbOffI[ts] + (el & 4095); ${get} } else { ${slowRd} } }
     ${body} if (dv !== null) { ${set} } else { ${slowWr} }`;
 }
@@ -558,12 +551,9 @@ function indirectExit(rg: RegionCtx | null, k: number): string {
   return `if (c.gen === g0 && ++it < ${REGION_TRANSFERS}) { io = c.rip - (c.ripBase - ${rg.pageOff}); if (io >= 0 && io < 4096) { xr = ${k}; F = -1; continue outer; } } return ${k};`;
 }
 
-/**
- * Compile a decoded block; returns null when nothing in it benefits. `hot`: the second
- * compilation, with memory accesses inline (see inlineMem).
- */
-export function compileBlock(D: Int32Array, first: number, count: number, mode: number, hot = false): BlockFn | null {
-  const e = emitBlock(D, first, count, mode, null, hot);
+/** Compile a decoded block; returns null when nothing in it benefits. */
+export function compileBlock(D: Int32Array, first: number, count: number, mode: number): BlockFn | null {
+  const e = emitBlock(D, first, count, mode, null);
   if (e.inline === 0) return null;
   const body = e.dispatch ? `let pc = 0, it = 0; for (;;) { switch (pc) {\n${e.code}\n} }` : e.code;
   return make(`let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0;\n${body}`);
@@ -619,9 +609,8 @@ function make(src: string): BlockFn {
  * internal branch targets (`dispatch`: the caller wraps it in a switch on `pc` inside a loop).
  * Ends with `return DONE`.
  */
-function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg: RegionCtx | null, hot = true): { code: string; inline: number; dispatch: boolean } {
+function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg: RegionCtx | null): { code: string; inline: number; dispatch: boolean } {
   const out: string[] = [];
-  inlineMem = hot;
   const f = new FlagState();
   recBase = first << LOG_STRIDE;
   let inline = 0;

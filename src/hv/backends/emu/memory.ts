@@ -93,7 +93,7 @@ export class CodeCache {
   /** Regions compiled per code page since it was last invalidated (bounded by MAX_REGIONS_PER_PAGE). */
   readonly regionsMade = new Map<number, number>();
   // Statistics
-  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, recompiled: 0, regions: 0, compileMs: 0 };
+  readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, regions: 0, compileMs: 0 };
   /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
   onNewCodePage: (pa: number) => void = () => undefined;
   /**

@@ -92,12 +92,6 @@ function testVm(partition: EmuPartition, vp: EmuVp, exits: MockExits, symbols: M
  * for a kernel boot, so that hot-versus-cold tests stay short. What is compiled does not depend on it.
  */
 export const TEST_JIT_THRESHOLD = 40;
-/**
- * The second compilation (memory accesses inline, jit.ts HOT_THRESHOLD) of test machines: two
- * runs after the first, so a case run TEST_JIT_THRESHOLD + 3 times or more ends in that code
- * after running the first compilation's too.
- */
-export const TEST_HOT_THRESHOLD = TEST_JIT_THRESHOLD + 2;
 
 /** Build a long-mode machine with `source` at CODE_BASE; `idt` maps vectors to handler symbols (IST in high bits of the key: vector | ist << 8). */
 export async function longModeVm(source: string, opts: { idt?: Map<number, string>; vpCount?: number; cpuid?: { function: number; index: number; eax: number; ebx: number; ecx: number; edx: number }[] } = {}): Promise<TestVm> {
@@ -140,7 +134,7 @@ export async function longModeVm(source: string, opts: { idt?: Map<number, strin
     mem.writeU64(0x6000 + vec * 16, lo);
     mem.writeU64(0x6000 + vec * 16 + 8, 0n);
   }
-  for (const v of partition.vps) { v.cpu.jitThreshold = TEST_JIT_THRESHOLD; v.cpu.hotThreshold = TEST_HOT_THRESHOLD; }
+  for (const v of partition.vps) v.cpu.jitThreshold = TEST_JIT_THRESHOLD;
   const vp = partition.vps[0]!;
   const st = await vp.getState();
   const data = seg(0x10, 0xc093);
