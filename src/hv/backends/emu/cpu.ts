@@ -71,6 +71,8 @@ const ACC_R = 0, ACC_W = 1, ACC_X = 2;
 const TWO32 = 4294967296;
 /** MAXPHYADDR advertised in CPUID 0x80000008. */
 export const PHYS_BITS = 40;
+/** 2^PHYS_BITS, computed once (V8 left `2 ** PHYS_BITS` in the page walk as a call to pow). */
+const PHYS_LIMIT = 2 ** PHYS_BITS;
 const REP_CHUNK = 4096;
 
 const PARITY = new Uint8Array(256);
@@ -471,7 +473,7 @@ export class Cpu {
       const hi = Math.floor(lin / TWO32), lo = lin >>> 0;
       const nxe = (this.efer & EFER_NXE) !== 0;
       const ec = (write ? 2 : 0) | (user ? 4 : 0) | (acc === ACC_X && nxe ? 16 : 0);
-      let table = Math.floor(this.cr3 / 4096) * 4096 % 2 ** PHYS_BITS;
+      let table = Math.floor(this.cr3 / 4096) * 4096 % PHYS_LIMIT;
       let rw = 2, us = 4, nx = 0;
       let level = 4;
       let pageSize = 4096;
@@ -563,7 +565,7 @@ export class Cpu {
   }
 
   #isApic(pa: number): boolean {
-    return (this.apicBase & 0x800) !== 0 && pa === Math.floor(this.apicBase / 4096) * 4096 % 2 ** PHYS_BITS;
+    return (this.apicBase & 0x800) !== 0 && pa === Math.floor(this.apicBase / 4096) * 4096 % PHYS_LIMIT;
   }
 
   // ---------------------------------------------------------------- memory access
