@@ -50,6 +50,11 @@ function cases(): string[] {
   out.push(`${load}\ncbw\ncwde\ncdqe\ncqo`, `${load}\ncdq`, `${load}\nmovsxd rax, ebx`);
   // Loads through the scratch buffer (MOVZX/MOVSX from memory, read-modify-write).
   out.push(`${load}\nmov [rsi], rax\nmovzx edx, byte ptr [rsi + 3]\nmovsx rbx, word ptr [rsi + 1]\nmovsx ecx, byte ptr [rsi + 7]\nadd [rsi], rbx\nmov rax, [rsi]`);
+  // Shifts and IMUL whose flags are dead (the next full flag writer comes first) or not
+  // (INC/DEC keep CF, ADC reads it, SETcc/CMOVcc read the flags).
+  out.push(`${load}\nshl rax, 5\ninc rbx\nsetc dl\nshr rbx, 3\nadd rcx, rax\nseto dh`);
+  out.push(`${load}\nimul rax, rbx\nadc rcx, rax\nimul ebx, eax, 7\nsub rdx, rbx\nsets dl`);
+  out.push(`${load}\nsar rax, 7\nmov rcx, rax\nxor rbx, rcx\nsetz dl\nshl ebx, 3\ncmovc eax, ebx\nsar eax, 2\ndec ecx\nadc edx, 0`);
   // 64-bit IMUL of factors below 2^32 (products past 2^63 overflow).
   out.push(`${load}\nmov eax, eax\nmov ebx, ebx\nimul rax, rbx\nseto dl\nsets cl\nsetz ch\nsetp dh`);
   // Addresses: scaled and negative indexes, negative displacements, read-modify-write of every

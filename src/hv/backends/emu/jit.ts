@@ -435,11 +435,17 @@ function incDecCode(f: FlagState, sz: number, dec: boolean): string {
  * 32- and 64-bit operands; SHL/SHR/SAR/ROL/ROR (RCL/RCR stay in the interpreter).
  * Returns null for what is not inlined. Flags as cpu.ts #shift32/#shift64.
  */
-function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number): string | null {
+function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number, dead: boolean): string | null {
   if (sz < 2 || op === 2 || op === 3) return null;
   const lo = `R[${rm * 2}]`, hi = `R[${rm * 2 + 1}]`;
   if (cnt === 0) return sz === 2 ? `${hi} = 0;` : '';
   f.forget();
+  // Flags nothing reads (see deadFlags): only the result.
+  if (dead && op >= 4) {
+    if (sz === 2) return `${lo} = ${lo} ${op === 5 ? '>>>' : op === 7 ? '>>' : '<<'} ${cnt}; ${hi} = 0;`;
+    const body = op === 4 || op === 6 ? shl64c('l', 'h', cnt, 'r', 'rh') : shr64c('l', 'h', cnt, op === 7, 'r', 'rh');
+    return `{ const l = ${lo}, h = ${hi}; ${body} ${lo} = r; ${hi} = rh; }`;
+  }
   if (sz === 2) {
     switch (op) {
       case 0: case 1: {
@@ -507,6 +513,13 @@ function flagClass(D: Int32Array, i: number): number {
     }
     default: return FLAG_BARRIER;
   }
+}
+
+/** Whether record `i` reads the flags (conditions, the carry in, INC/DEC's kept CF). */
+function readsFlags(D: Int32Array, i: number): boolean {
+  const op = D[i + F_OP]!;
+  if (op === OP_SETCC || op === OP_CMOVCC || op === OP_INC_RM || op === OP_DEC_RM) return true;
+  return (op === OP_ALU_RM_R || op === OP_ALU_RM_I || op === OP_ALU_R_RM) && (D[i + F_SUB] === 2 || D[i + F_SUB] === 3);
 }
 
 /**
@@ -641,11 +654,16 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
       if (flagClass(D, i) !== FLAG_FULL) continue;
       const op = D[i + F_OP]!;
       if ((op === OP_ALU_RM_R || op === OP_ALU_RM_I || op === OP_ALU_R_RM) && (D[i + F_SUB] === 2 || D[i + F_SUB] === 3)) continue;
-      if (op === OP_IMUL_R_RM || op === OP_IMUL_R_RM_I || op === OP_SHIFT) continue;   // these set EFLAGS directly
+      // IMUL and shifts set EFLAGS directly and leave no record in locals: what follows them
+      // must not read the flags at all (SETcc/CMOVcc, ADC/SBB and INC/DEC, which keep CF, would
+      // read the processor's copy).
+      const direct = op === OP_IMUL_R_RM || op === OP_IMUL_R_RM_I || op === OP_SHIFT;
       for (let m = k + 1; m < count; m++) {
         if (targets.has(m)) break;
-        const c = flagClass(D, (first + m) << LOG_STRIDE);
+        const j = (first + m) << LOG_STRIDE;
+        const c = flagClass(D, j);
         if (c === FLAG_BARRIER) break;
+        if (direct && readsFlags(D, j)) break;
         if (c === FLAG_FULL) { deadFlags[k] = 1; break; }
       }
     }
@@ -772,7 +790,7 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
         const src = D[i + F_IMM2]!;
         if (mem || src === 1) break;
         const cnt = (src === 0 ? 1 : D[i + F_IMM]! & 0xff) & (sz === 3 ? 0x3f : 0x1f);
-        code = shiftCode(f, D[i + F_SUB]!, sz, rm, cnt);
+        code = shiftCode(f, D[i + F_SUB]!, sz, rm, cnt, deadFlags[k] === 1);
         break;
       }
       case OP_IMUL_R_RM: case OP_IMUL_R_RM_I: {
@@ -780,21 +798,23 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
         const a = mem ? `${eaCode(D, i, mode, exc)} ${load(sz, 'a', 'ah', exc)}` : rdReg(rm, sz, 'a', 'ah');
         const b = op === OP_IMUL_R_RM_I ? `const b = ${D[i + F_IMM]!}, bh = ${D[i + F_IMMHI]!};` : rdReg(reg, sz, 'b', 'bh');
         f.forget();
+        // Flags nothing reads (see deadFlags): only the product.
+        const flags = (r: string, rh: string | null, of: string): string => deadFlags[k] === 1 ? '' : resultFlags(r, rh, of, of);
         code = sz === 2
           // The product fits in 32 bits exactly when the double product (exact below 2^53, else >= 2^31 in magnitude) equals it.
-          ? `{ ${a} ${b} const p = Math.imul(a, b); const of = (a * b) !== p ? 1 : 0; ${resultFlags('p', null, 'of', 'of')} R[${reg * 2}] = p; R[${reg * 2 + 1}] = 0; }`
+          ? `{ ${a} ${b} const p = Math.imul(a, b); const of = (a * b) !== p ? 1 : 0; ${flags('p', null, 'of')} R[${reg * 2}] = p; R[${reg * 2 + 1}] = 0; }`
           // 64-bit: factors that fit in 32 signed bits whose double product is exact (below
           // 2^53 in magnitude, so no overflow) inline; the rest through the processor.
           : `{ ${a} ${b} let lo = 0, hi = 0; const p = a * b;
             if (ah === (a >> 31) && bh === (b >> 31) && p <= 9007199254740991 && p >= -9007199254740991) {
-              lo = p | 0; hi = Math.floor(p / 4294967296) | 0; ${resultFlags('lo', 'hi', '0', '0')}
+              lo = p | 0; hi = Math.floor(p / 4294967296) | 0; ${flags('lo', 'hi', '0')}
             } else if (ah === 0 && bh === 0) {
               // Factors below 2^32 (multi-precision code: the kernel's RSA checks of module
               // signatures): the exact product from two partial products below 2^48; it
               // overflows a signed 64-bit result exactly when bit 63 is set.
               const A = a >>> 0, pl = A * (b & 0xffff), ph = A * (b >>> 16);
               lo = Math.imul(a, b); hi = (Math.floor(ph / 65536) + Math.floor((pl + (ph & 0xffff) * 65536) / 4294967296)) | 0;
-              const of = hi >>> 31; ${resultFlags('lo', 'hi', 'of', 'of')}
+              const of = hi >>> 31; ${flags('lo', 'hi', 'of')}
             } else { c.imulTrunc(3, a, ah, b, bh); lo = c.t0; hi = c.t1; }
             R[${reg * 2}] = lo; R[${reg * 2 + 1}] = hi; }`;
         break;
