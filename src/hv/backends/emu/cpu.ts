@@ -30,7 +30,7 @@ import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
 import { compileBlock, compileRegion, DONE, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
-import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB, TAG_NONE, TLB_BITS, TLB_MASK } from './ops.js';
+import { FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_NONE, FOP_SBB, FOP_SUB, TAG_NONE, TLB_BITS, TLB_MASK, TLBI_OFF, TLBI_REG, TLBI_TAG_HI, TLBI_TAG_LO } from './ops.js';
 import type { ExitHandler } from '../backend.js';
 import { sseStep } from './sse.js';
 import { x87Step } from './fpu.js';
@@ -145,15 +145,15 @@ export class Cpu {
   readonly tlbOff = new Float64Array(6 * TLB_SIZE);
   readonly tlbPhys = new Float64Array(6 * TLB_SIZE);
   /**
-   * The same slots keyed by 32-bit halves, for compiled code (jit.ts), which forms addresses
+   * The same slots keyed by 32-bit halves (tlbI), for compiled code (jit.ts), which forms addresses
    * as int32 lo/hi pairs: tag lo = bits 12..43 of the address, tag hi = the address >> 44
    * (arithmetic), offset of the page in its RAM region. A slot matches here only when it maps
    * plain RAM the access may use directly with an offset below 2^31; everything else keeps
    * tag hi TAG_NONE and goes through the rd/wr methods (MMIO, ROM writes, code pages, faults).
    */
-  readonly tlbTagLo = new Int32Array(6 * TLB_SIZE);
-  readonly tlbTagHi = new Int32Array(6 * TLB_SIZE).fill(TAG_NONE);
-  readonly tlbOffI = new Int32Array(6 * TLB_SIZE);
+  // Four ints per slot, adjacent so that a probe touches one cache line: tag lo, tag hi,
+  // RAM region, offset (TLBI_*).
+  readonly tlbI = new Int32Array(6 * TLB_SIZE * 4).fill(TAG_NONE);
   /** 1 for a global translation (see xlate): a CR3 write keeps it (flushNonGlobal). */
   readonly tlbGlobal = new Uint8Array(6 * TLB_SIZE);
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
@@ -408,14 +408,14 @@ export class Cpu {
 
   // ---------------------------------------------------------------- TLB and page walk
 
-  flushTlb(): void { this.tlbTag.fill(NaN); this.tlbTagHi.fill(TAG_NONE); this.newGen(); }
+  flushTlb(): void { this.tlbTag.fill(NaN); this.tlbI.fill(TAG_NONE); this.newGen(); }
   /**
    * A CR3 write with CR4.PGE set: global translations stay (the kernel's, identical in every
    * address space, so a context switch no longer costs the kernel its TLB and jump cache).
    */
   flushNonGlobal(): void {
-    const g = this.tlbGlobal, tag = this.tlbTag, hi = this.tlbTagHi;
-    for (let s = 0; s < 6 * TLB_SIZE; s++) if (g[s] === 0) { tag[s] = NaN; hi[s] = TAG_NONE; }
+    const g = this.tlbGlobal, tag = this.tlbTag, ti = this.tlbI;
+    for (let s = 0; s < 6 * TLB_SIZE; s++) if (g[s] === 0) { tag[s] = NaN; ti[s * 4 + TLBI_TAG_HI] = TAG_NONE; }
     this.gen = ++this.cache.genCounter;
   }
   /**
@@ -429,12 +429,12 @@ export class Cpu {
     // The jump cache only if it may hold a block on this page in this generation (INVLPG of
     // data pages is far more common: kmap, vmalloc).
     if (this.jcPage[vpn & JC_MASK] === this.gen || this.jcPageG[vpn & JC_MASK] === this.gGen) this.newGen();
-    for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) { this.tlbTag[k * TLB_SIZE + s] = NaN; this.tlbTagHi[k * TLB_SIZE + s] = TAG_NONE; }
+    for (let k = 0; k < 6; k++) if (this.tlbTag[k * TLB_SIZE + s] === vpn) { this.tlbTag[k * TLB_SIZE + s] = NaN; this.tlbI[(k * TLB_SIZE + s) * 4 + TLBI_TAG_HI] = TAG_NONE; }
   }
   /** A physical page became code: drop fast write mappings of it. */
   dropWriteMappings(pa: number): void {
     for (const base of [TLB_SIZE, 4 * TLB_SIZE]) {
-      for (let s = base; s < base + TLB_SIZE; s++) if (this.tlbPhys[s] === pa && this.tlbReg[s]! >= 0) { this.tlbReg[s] = -1; this.tlbTagHi[s] = TAG_NONE; }
+      for (let s = base; s < base + TLB_SIZE; s++) if (this.tlbPhys[s] === pa && this.tlbReg[s]! >= 0) { this.tlbReg[s] = -1; this.tlbI[s * 4 + TLBI_TAG_HI] = TAG_NONE; }
     }
   }
 
@@ -556,9 +556,11 @@ export class Cpu {
     this.tlbTag[s] = vpn;
     this.tlbReg[s] = reg;
     this.tlbOff[s] = off;
-    this.tlbTagLo[s] = vpn | 0;
-    this.tlbTagHi[s] = reg >= 0 && off < 0x7fff0000 ? Math.floor(vpn / TWO32) : TAG_NONE;
-    this.tlbOffI[s] = off | 0;
+    const ti = this.tlbI, s4 = s * 4;
+    ti[s4 + TLBI_TAG_LO] = vpn | 0;
+    ti[s4 + TLBI_TAG_HI] = reg >= 0 && off < 0x7fff0000 ? Math.floor(vpn / TWO32) : TAG_NONE;
+    ti[s4 + TLBI_REG] = reg;
+    ti[s4 + TLBI_OFF] = off | 0;
     this.tlbGlobal[s] = global;
     this.tlbPhys[s] = pa;
     return s;

@@ -51,7 +51,7 @@ export interface JitCpu {
   readonly sBase: Float64Array;
   /** The software TLB (cpu.ts): slot bases of the data read and write parts, tags, RAM region and offset per slot. */
   tlbR: number; tlbW: number;
-  readonly tlbReg: Int32Array; readonly tlbTagLo: Int32Array; readonly tlbTagHi: Int32Array; readonly tlbOffI: Int32Array;
+  readonly tlbI: Int32Array;
   readonly phys: { readonly dv: DataView[] };
   readonly xmm: { readonly x: Int32Array };
   cr0: number; cr4: number;
@@ -131,15 +131,15 @@ interface Addr { lo: string; hi: string; lin: string }
 const EA: Addr = { lo: 'el', hi: 'eh', lin: 'lin' };
 const GET = ['dv.getUint8(o)', 'dv.getUint16(o, true)', 'dv.getInt32(o, true)', 'dv.getInt32(o, true)'];
 /**
- * The int-keyed TLB probe (cpu.ts tlbTagLo/tlbTagHi) of the slot part `part` for 2^sz bytes at
+ * The int-keyed TLB probe (cpu.ts tlbI: tag lo, tag hi, region, offset per slot) of the slot part `part` for 2^sz bytes at
  * `a`: a boolean expression, true when the access is to plain RAM within one page, with consts
  * `dv`/`o` then defined by `at`.
  */
 function probe(part: string, sz: number, a: Addr): { hit: string; at: string } {
   const n = 1 << sz;
   return {
-    hit: `c.tlbTagLo[ts = c.${part} + ((tg = (${a.lo} >>> 12) | (${a.hi} << 20)) & ${TLB_MASK})] === tg && c.tlbTagHi[ts] === (${a.hi} >> 12)${n > 1 ? ` && (${a.lo} & 4095) <= ${4096 - n}` : ''}`,
-    at: `const dv = c.phys.dv[c.tlbReg[ts]], o = c.tlbOffI[ts] + (${a.lo} & 4095);`,
+    hit: `T[ts = (c.${part} + ((tg = (${a.lo} >>> 12) | (${a.hi} << 20)) & ${TLB_MASK})) << 2] === tg && T[ts + 1] === (${a.hi} >> 12)${n > 1 ? ` && (${a.lo} & 4095) <= ${4096 - n}` : ''}`,
+    at: `const dv = c.phys.dv[T[ts + 2]], o = T[ts + 3] + (${a.lo} & 4095);`,
   };
 }
 /**
@@ -151,7 +151,7 @@ function load(sz: number, v: string, vh: string, exc: string, a: Addr = EA): str
   const call = `${v} = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(${a.lin}); if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
   const p = probe('tlbR', sz, a);
   const get = sz === 3 ? `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);` : `${v} = ${GET[sz]!};`;
-  return `let ${v} = 0, ${vh} = 0; { let tg = 0, ts = 0; if (${p.hit}) { ${p.at} ${get} } else { ${call} } }`;
+  return `let ${v} = 0, ${vh} = 0; { let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { ${p.at} ${get} } else { ${call} } }`;
 }
 /** A data write of 2^sz bytes of v/vh at `a`, as wr8..wr64: RAM TLB hits inline (code pages never hit: cpu.ts). */
 function store(sz: number, v: string, vh: string, exc: string, brkCheck: string, a: Addr = EA): string {
@@ -159,7 +159,7 @@ function store(sz: number, v: string, vh: string, exc: string, brkCheck: string,
     : `dv.setInt32(o, ${v}, true); dv.setInt32(o + 4, ${vh}, true);`;
   const slow = sz === 3 ? `c.wr64(${a.lin}, ${v}, ${vh})` : `c.${['wr8', 'wr16', 'wr32'][sz]!}(${a.lin}, ${v})`;
   const p = probe('tlbW', sz, a);
-  return `{ let tg = 0, ts = 0; if (${p.hit}) { ${p.at} ${set} } else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
+  return `{ let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { ${p.at} ${set} } else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
 }
 /**
  * Read-modify-write of 2^sz bytes at `el`/`eh`: `body` computes consts r/rh from a/ah. The
@@ -173,7 +173,7 @@ function rmw(sz: number, body: string, exc: string, brkCheck: string): string {
     : 'dv.setInt32(o, r, true); dv.setInt32(o + 4, rh, true);';
   const slowRd = `if (!c.probeW(lin, ${sz})) ${exc} a = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(lin); if (c.excVec !== -1) ${exc} ${sz === 3 ? 'ah = c.vhi;' : ''}`;
   const slowWr = `${sz === 3 ? 'c.wr64(lin, r, rh)' : `c.${['wr8', 'wr16', 'wr32'][sz]!}(lin, r)`}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
-  return `let a = 0, ah = 0, dv = null, o = 0; { let tg = 0, ts = 0; if (${p.hit}) { dv = c.phys.dv[c.tlbReg[ts]]; o = c.tlbOffI[ts] + (el & 4095); ${get} } else { ${slowRd} } }
+  return `let a = 0, ah = 0, dv = null, o = 0; { let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { dv = c.phys.dv[T[ts + 2]]; o = T[ts + 3] + (el & 4095); ${get} } else { ${slowRd} } }
     ${body} if (dv !== null) { ${set} } else { ${slowWr} }`;
 }
 /** Sign extension of an expression from operand size `sz` (< 3) to 32 bits. */

@@ -10,8 +10,10 @@
 /** Entries per software TLB part (cpu.ts; per access kind and privilege); compiled code (jit.ts) probes it inline. */
 export const TLB_BITS = 10;
 export const TLB_MASK = (1 << TLB_BITS) - 1;
-/** Tag-hi of an unusable int-keyed TLB slot (cpu.ts tlbTagHi): no address >> 44 is this. */
+/** Tag-hi of an unusable int-keyed TLB slot (cpu.ts tlbI): no address >> 44 is this. */
 export const TAG_NONE = 0x40000000;
+/** Ints of an int-keyed TLB slot (cpu.ts tlbI, slot * 4 + field). */
+export const TLBI_TAG_LO = 0, TLBI_TAG_HI = 1, TLBI_REG = 2, TLBI_OFF = 3;
 
 /** Ints per decoded instruction; `index << LOG_STRIDE` is its first slot. */
 export const LOG_STRIDE = 4;
