@@ -20,7 +20,7 @@
  */
 import {
   ENDS_BLOCK, F_BASE, F_DISP, F_FL, F_IMM, F_IMM2, F_IMMHI, F_INDEX, F_IOFF, F_LEN, F_OP, F_REG, F_RM, F_SCALE,
-  F_SUB, FL_MEM, FL_REP, FL_REPNE, FL_RIPREL, LOG_STRIDE, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_NONE,
+  F_SUB, FL_ASZ_MASK, FL_ASZ_SHIFT, FL_MEM, FL_REP, FL_REPNE, FL_RIPREL, FL_SEG_MASK, FL_SEG_SHIFT, LOG_STRIDE, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_NONE,
   SEG_SS, SEG_TR, OP_ALU_RM_I, OP_BSF, OP_BT_RM_I, OP_BT_RM_R, OP_CALL_RM, OP_CALLF, OP_CALLF_RM, OP_DEC_RM,
   OP_IDIV_RM, OP_IMUL1_RM, OP_IMUL_R_RM_I, OP_IN, OP_JMP_REL, OP_MOV_R_CR, OP_MOV_R_DR, OP_MOV_R_I, OP_MOVSX, OP_NEG_RM,
   OP_POPCNT, OP_RDMSR, OP_RDTSCP, OP_SHRD, OP_TEST_RM_I, STR_CMPS, STR_INS, STR_LODS, STR_MOVS, STR_OUTS, STR_SCAS,
@@ -71,6 +71,8 @@ const ACC_R = 0, ACC_W = 1, ACC_X = 2;
 const TWO32 = 4294967296;
 /** MAXPHYADDR advertised in CPUID 0x80000008. */
 export const PHYS_BITS = 40;
+/** FL_* address bits of a memory operand rdRM sums itself: 64-bit addressing, no segment base, not RIP-relative. */
+const FAST_EA = (3 << FL_ASZ_SHIFT) | (SEG_NONE << FL_SEG_SHIFT);
 /** 2^PHYS_BITS, computed once (V8 left `2 ** PHYS_BITS` in the page walk as a call to pow). */
 const PHYS_LIMIT = 2 ** PHYS_BITS;
 const REP_CHUNK = 4096;
@@ -820,9 +822,66 @@ export class Cpu {
   }
 
   /** Read the r/m operand (register or memory). High half in vhi for 64-bit. */
+  /**
+   * The interpreter's memory fast path, without calls: for an operand with 64-bit addressing,
+   * no FS/GS base and not RIP-relative, the address summed in int32 halves (as jit.ts does)
+   * and a hit in the int-keyed TLB part `part` (tlbR or tlbW) on RAM within one page: the
+   * offset in `fastDv`. Otherwise -1, and the caller takes the general path (ea, rd/wr), which
+   * also raises any fault.
+   */
+  fastMem(i: number, sz: number, part: number): number {
+    const D = this.D;
+    if ((D[i + F_FL]! & (FL_ASZ_MASK | FL_SEG_MASK | FL_RIPREL)) !== FAST_EA) return -1;
+    const R = this.R, b = D[i + F_BASE]!, x = D[i + F_INDEX]!;
+    let lo = D[i + F_DISP]!, hi = lo >> 31;
+    if (b >= 0) { const v = R[b << 1]!, n = (lo + v) | 0; hi = (hi + R[(b << 1) + 1]! + ((n >>> 0) < (v >>> 0) ? 1 : 0)) | 0; lo = n; }
+    if (x >= 0) {
+      const sc = D[i + F_SCALE]!, xl = R[x << 1]!, xh = R[(x << 1) + 1]!;
+      const v = xl << sc, vh = sc === 0 ? xh : (xh << sc) | (xl >>> (32 - sc));
+      const n = (lo + v) | 0; hi = (hi + vh + ((n >>> 0) < (v >>> 0) ? 1 : 0)) | 0; lo = n;
+    }
+    const T = this.tlbI, tg = (lo >>> 12) | (hi << 20), ts = (part + (tg & TLB_MASK)) << 2, po = lo & 4095;
+    if (T[ts] !== tg || T[ts + 1] !== (hi >> 12) || po > 4096 - (1 << sz)) return -1;
+    this.fastDv = this.phys.dv[T[ts + 2]!]!;
+    return T[ts + 3]! + po;
+  }
+  /** The region of the last fastMem hit. */
+  fastDv: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(8));
+  /** Read 2^sz bytes at offset `o` of fastDv (high half in vhi for 64 bits, else 0). */
+  #fastLd(o: number, sz: number): number {
+    const dv = this.fastDv;
+    switch (sz) {
+      case 0: this.vhi = 0; return dv.getUint8(o);
+      case 1: this.vhi = 0; return dv.getUint16(o, true);
+      case 2: this.vhi = 0; return dv.getInt32(o, true);
+      default: this.vhi = dv.getInt32(o + 4, true); return dv.getInt32(o, true);
+    }
+  }
+  /** Write 2^sz bytes of v/hi at offset `o` of fastDv. */
+  #fastSt(o: number, sz: number, v: number, hi: number): void {
+    const dv = this.fastDv;
+    switch (sz) {
+      case 0: dv.setUint8(o, v); break;
+      case 1: dv.setUint16(o, v, true); break;
+      case 2: dv.setInt32(o, v, true); break;
+      default: dv.setInt32(o, v, true); dv.setInt32(o + 4, hi, true);
+    }
+  }
+
   rdRM(i: number, sz: number): number {
     const D = this.D;
-    if ((D[i + F_FL]! & FL_MEM) !== 0) {
+    const fl = D[i + F_FL]!;
+    if ((fl & FL_MEM) !== 0) {
+      const o = this.fastMem(i, sz, this.tlbR);
+      if (o >= 0) {
+        const dv = this.fastDv;
+        switch (sz) {
+          case 0: return dv.getUint8(o);
+          case 1: return dv.getUint16(o, true);
+          case 2: this.vhi = 0; return dv.getInt32(o, true);
+          default: this.vhi = dv.getInt32(o + 4, true); return dv.getInt32(o, true);
+        }
+      }
       const lin = this.ea(i);
       if (this.excVec !== -1) return 0;
       return this.rdN(lin, sz);
@@ -1364,6 +1423,8 @@ export class Cpu {
       case 7 /* OP_MOV_RM_R */: {
         const v = this.getR(D[i + F_REG]!, sz), hi = this.vhi;
         if ((fl & FL_MEM) !== 0) {
+          const o = this.fastMem(i, sz, this.tlbW);
+          if (o >= 0) { this.#fastSt(o, sz, v, hi); return ST_NEXT; }
           const lin = this.ea(i);
           if (this.excVec !== -1) return ST_EXC;
           this.wrN(lin, sz, v, hi);
@@ -1375,6 +1436,8 @@ export class Cpu {
       case 9 /* OP_MOV_RM_I */: case 10 /* OP_MOV_R_I */: {
         const v = D[i + F_IMM]!, hi = D[i + F_IMMHI]!;
         if ((fl & FL_MEM) !== 0) {
+          const o = this.fastMem(i, sz, this.tlbW);
+          if (o >= 0) { this.#fastSt(o, sz, v, hi); return ST_NEXT; }
           const lin = this.ea(i);
           if (this.excVec !== -1) return ST_EXC;
           this.wrN(lin, sz, v, hi);
@@ -1389,6 +1452,13 @@ export class Cpu {
         if (D[i + F_OP] === OP_ALU_RM_I) { b = D[i + F_IMM]!; bHi = D[i + F_IMMHI]!; }
         else { b = this.getR(D[i + F_REG]!, sz); bHi = sz === 3 ? this.vhi : 0; }
         if ((fl & FL_MEM) !== 0) {
+          const o = this.fastMem(i, sz, k === 7 ? this.tlbR : this.tlbW);
+          if (o >= 0) {
+            const a = this.#fastLd(o, sz);
+            const r = this.alu(k, sz, a, this.vhi, b, bHi);
+            if (k !== 7) this.#fastSt(o, sz, r, this.rhi);
+            return ST_NEXT;
+          }
           const lin = this.ea(i);
           if (this.excVec !== -1) return ST_EXC;
           if (k !== 7 && !this.probeW(lin, sz)) return ST_EXC;

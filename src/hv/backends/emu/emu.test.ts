@@ -144,23 +144,10 @@ describe('emu: TLB and jump cache across CR3 writes', () => {
     mov rax, cr3
     mov cr3, rax`;
 
-  it('a CR3 write drops non-global translations of code and data', async () => {
-    const vm = await longModeVm(`${setup(0)}
-      call rbx
-      mov r10, rax
-      mov r11, [rbx + 8]
-      hlt
-      ${pages}`);
-    assert.deepEqual(await vm.run(), { kind: 'halted' });
-    const st = await vm.state();
-    assert.equal(st.regs.r9, 1n);
-    assert.equal(st.regs.r10, 2n);
-    assert.equal(st.regs.r11, 0x2111n);
-  });
-
-  it('INVLPG drops a global translation that a CR3 write kept', async () => {
-    const vm = await longModeVm(`${setup(0x100)}
-      invlpg [rbx]
+  /** Run `setup` then `more`, call p1 again and read its quadword: both must come from p2's frame now. */
+  async function remapped(g: number, more: string): Promise<void> {
+    const vm = await longModeVm(`${setup(g)}
+      ${more}
       call rbx
       mov r10, rax
       mov r11, [rbx + 8]
@@ -172,7 +159,10 @@ describe('emu: TLB and jump cache across CR3 writes', () => {
     assert.equal(st.regs.r10, 2n);
     assert.equal(st.regs.r11, 0x2111n);
     assert.ok(vm.partition.cache.stats.compiled > 0);
-  });
+  }
+
+  it('a CR3 write drops non-global translations of code and data', () => remapped(0, ''));
+  it('INVLPG drops a global translation that a CR3 write kept', () => remapped(0x100, 'invlpg [rbx]'));
 });
 
 describe('emu: exceptions', () => {
@@ -191,6 +181,27 @@ describe('emu: exceptions', () => {
     assert.equal(st.regs.r14, 0x1fe010n);
     assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
     assert.equal(st.sregs.cr2, 0x1fe010n);
+  });
+
+  it('#PF at an address past 4 GiB whose low half is a mapped, cached page (carries of the 64-bit sum)', async () => {
+    // Each access's low 32 bits name a page the TLB holds (0x500, 0x90000); the carry into the
+    // high half makes it 0x1_xxxx_xxxx, unmapped. Loads, stores and read-modify-write, with
+    // the carry from the base, the index and a scaled index; interpreted.
+    const cases: [string, bigint][] = [
+      ['mov ecx, 0xfffffff0\nfault: mov rax, [rcx + 0x510]', 0x100000500n],
+      ['mov ecx, 0xfffffff0\nmov edx, 0x90010\nfault: mov [rcx + rdx], rbx', 0x100090000n],
+      ['mov edx, 0x80000000\nmov ecx, 0x90000\nfault: add [rcx + rdx * 2], eax', 0x100090000n],
+      ['mov edx, 0x80000000\nmov ecx, 0x500\nfault: cmp [rcx + rdx * 2], eax', 0x100000500n],
+    ];
+    for (const [code, addr] of cases) {
+      const vm = await longModeVm(`mov rbx, [0x500]\nmov [0x90000], rbx\n${code}\nhlt\n${HANDLERS}`, { idt: EXC_IDT });
+      vm.vp.cpu.jit = false;
+      assert.deepEqual(await vm.run(), { kind: 'halted' });
+      const st = await vm.state();
+      assert.equal(st.regs.r12, 14n, code);
+      assert.equal(st.sregs.cr2, addr, code);
+      assert.equal(st.regs.r13, BigInt(vm.sym('fault')), code);
+    }
   });
 
   it('#PF on a write to a read-only page with CR0.WP, and NX fetch', async () => {
