@@ -71,7 +71,7 @@ const ACC_R = 0, ACC_W = 1, ACC_X = 2;
 const TWO32 = 4294967296;
 /** MAXPHYADDR advertised in CPUID 0x80000008. */
 export const PHYS_BITS = 40;
-/** FL_* address bits of a memory operand rdRM sums itself: 64-bit addressing, no segment base, not RIP-relative. */
+/** FL_* address bits of a memory operand the interpreter sums itself (fastMem): 64-bit addressing, no segment base, not RIP-relative. */
 const FAST_EA = (3 << FL_ASZ_SHIFT) | (SEG_NONE << FL_SEG_SHIFT);
 /** 2^PHYS_BITS, computed once (V8 left `2 ** PHYS_BITS` in the page walk as a call to pow). */
 const PHYS_LIMIT = 2 ** PHYS_BITS;
@@ -147,14 +147,13 @@ export class Cpu {
   readonly tlbOff = new Float64Array(6 * TLB_SIZE);
   readonly tlbPhys = new Float64Array(6 * TLB_SIZE);
   /**
-   * The same slots keyed by 32-bit halves (tlbI), for compiled code (jit.ts), which forms addresses
-   * as int32 lo/hi pairs: tag lo = bits 12..43 of the address, tag hi = the address >> 44
-   * (arithmetic), offset of the page in its RAM region. A slot matches here only when it maps
+   * The same slots keyed by 32-bit halves, for compiled code (jit.ts) and the interpreter's
+   * fastMem, which form addresses as int32 lo/hi pairs. Four adjacent ints per slot (TLBI_*,
+   * one cache line per probe): tag lo = bits 12..43 of the address, tag hi = the address >> 44
+   * (arithmetic), RAM region, offset of the page in it. A slot matches here only when it maps
    * plain RAM the access may use directly with an offset below 2^31; everything else keeps
    * tag hi TAG_NONE and goes through the rd/wr methods (MMIO, ROM writes, code pages, faults).
    */
-  // Four ints per slot, adjacent so that a probe touches one cache line: tag lo, tag hi,
-  // RAM region, offset (TLBI_*).
   readonly tlbI = new Int32Array(6 * TLB_SIZE * 4).fill(TAG_NONE);
   /** 1 for a global translation (see xlate): a CR3 write keeps it (flushNonGlobal). */
   readonly tlbGlobal = new Uint8Array(6 * TLB_SIZE);
@@ -821,7 +820,6 @@ export class Cpu {
     else this.setR(this.D[i + F_RM]!, sz, lo, hi);
   }
 
-  /** Read the r/m operand (register or memory). High half in vhi for 64-bit. */
   /**
    * The interpreter's memory fast path, without calls: for an operand with 64-bit addressing,
    * no FS/GS base and not RIP-relative, the address summed in int32 halves (as jit.ts does)
@@ -868,20 +866,12 @@ export class Cpu {
     }
   }
 
+  /** Read the r/m operand (register or memory). High half in vhi for 64-bit. */
   rdRM(i: number, sz: number): number {
     const D = this.D;
-    const fl = D[i + F_FL]!;
-    if ((fl & FL_MEM) !== 0) {
+    if ((D[i + F_FL]! & FL_MEM) !== 0) {
       const o = this.fastMem(i, sz, this.tlbR);
-      if (o >= 0) {
-        const dv = this.fastDv;
-        switch (sz) {
-          case 0: return dv.getUint8(o);
-          case 1: return dv.getUint16(o, true);
-          case 2: this.vhi = 0; return dv.getInt32(o, true);
-          default: this.vhi = dv.getInt32(o + 4, true); return dv.getInt32(o, true);
-        }
-      }
+      if (o >= 0) return this.#fastLd(o, sz);
       const lin = this.ea(i);
       if (this.excVec !== -1) return 0;
       return this.rdN(lin, sz);

@@ -129,7 +129,16 @@ function wrReg(r: number, sz: number, lo: string, hi: string): string {
  */
 interface Addr { lo: string; hi: string; lin: string }
 const EA: Addr = { lo: 'el', hi: 'eh', lin: 'lin' };
-const GET = ['dv.getUint8(o)', 'dv.getUint16(o, true)', 'dv.getInt32(o, true)', 'dv.getInt32(o, true)'];
+/** Code reading 2^sz bytes at `o` of `dv` into v (and vh for 64 bits). */
+function getCode(sz: number, v: string, vh: string): string {
+  return sz === 0 ? `${v} = dv.getUint8(o);` : sz === 1 ? `${v} = dv.getUint16(o, true);` : sz === 2 ? `${v} = dv.getInt32(o, true);`
+    : `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);`;
+}
+/** Code writing 2^sz bytes of v (and vh for 64 bits) at `o` of `dv`. */
+function setCode(sz: number, v: string, vh: string): string {
+  return sz === 0 ? `dv.setUint8(o, ${v});` : sz === 1 ? `dv.setUint16(o, ${v}, true);` : sz === 2 ? `dv.setInt32(o, ${v}, true);`
+    : `dv.setInt32(o, ${v}, true); dv.setInt32(o + 4, ${vh}, true);`;
+}
 /**
  * The int-keyed TLB probe (cpu.ts tlbI: tag lo, tag hi, region, offset per slot) of the slot part `part` for 2^sz bytes at
  * `a`: a boolean expression, true when the access is to plain RAM within one page, with consts
@@ -150,16 +159,13 @@ function probe(part: string, sz: number, a: Addr): { hit: string; at: string } {
 function load(sz: number, v: string, vh: string, exc: string, a: Addr = EA): string {
   const call = `${v} = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(${a.lin}); if (c.excVec !== -1) ${exc} ${sz === 3 ? `${vh} = c.vhi;` : ''}`;
   const p = probe('tlbR', sz, a);
-  const get = sz === 3 ? `${v} = dv.getInt32(o, true); ${vh} = dv.getInt32(o + 4, true);` : `${v} = ${GET[sz]!};`;
-  return `let ${v} = 0, ${vh} = 0; { let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { ${p.at} ${get} } else { ${call} } }`;
+  return `let ${v} = 0, ${vh} = 0; { let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { ${p.at} ${getCode(sz, v, vh)} } else { ${call} } }`;
 }
 /** A data write of 2^sz bytes of v/vh at `a`, as wr8..wr64: RAM TLB hits inline (code pages never hit: cpu.ts). */
 function store(sz: number, v: string, vh: string, exc: string, brkCheck: string, a: Addr = EA): string {
-  const set = sz === 0 ? `dv.setUint8(o, ${v});` : sz === 1 ? `dv.setUint16(o, ${v}, true);` : sz === 2 ? `dv.setInt32(o, ${v}, true);`
-    : `dv.setInt32(o, ${v}, true); dv.setInt32(o + 4, ${vh}, true);`;
   const slow = sz === 3 ? `c.wr64(${a.lin}, ${v}, ${vh})` : `c.${['wr8', 'wr16', 'wr32'][sz]!}(${a.lin}, ${v})`;
   const p = probe('tlbW', sz, a);
-  return `{ let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { ${p.at} ${set} } else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
+  return `{ let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { ${p.at} ${setCode(sz, v, vh)} } else { ${slow}; if (c.excVec !== -1) ${exc} ${brkCheck} } }`;
 }
 /**
  * Read-modify-write of 2^sz bytes at `el`/`eh`: `body` computes consts r/rh from a/ah. The
@@ -168,13 +174,10 @@ function store(sz: number, v: string, vh: string, exc: string, brkCheck: string,
  */
 function rmw(sz: number, body: string, exc: string, brkCheck: string): string {
   const p = probe('tlbW', sz, EA);
-  const get = sz === 3 ? 'a = dv.getInt32(o, true); ah = dv.getInt32(o + 4, true);' : `a = ${GET[sz]!};`;
-  const set = sz === 0 ? 'dv.setUint8(o, r);' : sz === 1 ? 'dv.setUint16(o, r, true);' : sz === 2 ? 'dv.setInt32(o, r, true);'
-    : 'dv.setInt32(o, r, true); dv.setInt32(o + 4, rh, true);';
   const slowRd = `if (!c.probeW(lin, ${sz})) ${exc} a = c.${['rd8', 'rd16', 'rd32', 'rd64'][sz]!}(lin); if (c.excVec !== -1) ${exc} ${sz === 3 ? 'ah = c.vhi;' : ''}`;
   const slowWr = `${sz === 3 ? 'c.wr64(lin, r, rh)' : `c.${['wr8', 'wr16', 'wr32'][sz]!}(lin, r)`}; if (c.excVec !== -1) ${exc} ${brkCheck}`;
-  return `let a = 0, ah = 0, dv = null, o = 0; { let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { dv = c.phys.dv[T[ts + 2]]; o = T[ts + 3] + (el & 4095); ${get} } else { ${slowRd} } }
-    ${body} if (dv !== null) { ${set} } else { ${slowWr} }`;
+  return `let a = 0, ah = 0, dv = null, o = 0; { let tg = 0, ts = 0; const T = c.tlbI; if (${p.hit}) { dv = c.phys.dv[T[ts + 2]]; o = T[ts + 3] + (el & 4095); ${getCode(sz, 'a', 'ah')} } else { ${slowRd} } }
+    ${body} if (dv !== null) { ${setCode(sz, 'r', 'rh')} } else { ${slowWr} }`;
 }
 /** Sign extension of an expression from operand size `sz` (< 3) to 32 bits. */
 function sxc(e: string, sz: number): string {
@@ -235,10 +238,13 @@ function push64(lo: string, hi: string, exc: string): string {
     ${store(3, lo, hi, `{ if (c.excVec === 13) c.excVec = 12; ${exc} }`, '', { lo: 'pl', hi: 'ph', lin: 'pd' })}
     R[8] = pl; R[9] = ph; }`;
 }
-/** Inline 64-bit POP in 64-bit mode into `let`s v/vh; RSP changes only after the load. */
-function pop64(exc: string): string {
+/**
+ * Inline 64-bit POP in 64-bit mode into `let`s v/vh; RSP changes only after the load and after
+ * `check` (code that may leave with a fault, e.g. RET's check of its target).
+ */
+function pop64(exc: string, check = ''): string {
   return `const ql = R[8], qh = R[9]; if (((qh << 16) >> 16) !== qh) { c.excVec = 12; c.excCode = 0; ${exc} }
-    const qd = qh * 4294967296 + (ql >>> 0); ${load(3, 'v', 'vh', exc, { lo: 'ql', hi: 'qh', lin: 'qd' })}
+    const qd = qh * 4294967296 + (ql >>> 0); ${load(3, 'v', 'vh', exc, { lo: 'ql', hi: 'qh', lin: 'qd' })} ${check}
     { const n = (ql + 8) | 0; R[9] = (qh + ((n >>> 0) < (ql >>> 0) ? 1 : 0)) | 0; R[8] = n; }`;
 }
 
@@ -871,10 +877,7 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
       case OP_RET:
         if (mode !== 2 || sz !== 3 || D[i + F_IMM]! !== 0) break;
         // The target is checked before RSP moves, so a #GP leaves the stack as it was.
-        code = `{ const ql = R[8], qh = R[9]; if (((qh << 16) >> 16) !== qh) { c.excVec = 12; c.excCode = 0; ${exc} }
-          const qd = qh * 4294967296 + (ql >>> 0); ${load(3, 'v', 'vh', exc, { lo: 'ql', hi: 'qh', lin: 'qd' })}
-          if (((vh << 16) >> 16) !== vh) { c.excVec = 13; c.excCode = 0; ${exc} }
-          { const n = (ql + 8) | 0; R[9] = (qh + ((n >>> 0) < (ql >>> 0) ? 1 : 0)) | 0; R[8] = n; }
+        code = `{ ${pop64(exc, `if (((vh << 16) >> 16) !== vh) { c.excVec = 13; c.excCode = 0; ${exc} }`)}
           c.rip = vh * 4294967296 + (v >>> 0); ${indirectExit(rg, k)} }`;
         break;
       case OP_SSE: {
