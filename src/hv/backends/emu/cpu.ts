@@ -76,6 +76,8 @@ const FAST_EA = (3 << FL_ASZ_SHIFT) | (SEG_NONE << FL_SEG_SHIFT);
 /** 2^PHYS_BITS, computed once (V8 left `2 ** PHYS_BITS` in the page walk as a call to pow). */
 const PHYS_LIMIT = 2 ** PHYS_BITS;
 const REP_CHUNK = 4096;
+/** Bytes one REP STOS/MOVS bulk pass (#repBulk) moves before the instruction is resumed. */
+const REP_BULK_BYTES = 65536;
 
 const PARITY = new Uint8Array(256);
 for (let i = 0; i < 256; i++) { let p = 1; for (let b = i; b !== 0; b >>= 1) p ^= b & 1; PARITY[i] = p ? PF_ : 0; }
@@ -2500,6 +2502,17 @@ export class Cpu {
     }
     let count = rep ? regVal(1) : 1;
     let iters = 0;
+    if (rep && asz === 3 && step > 0 && this.mode === 2 && (op === STR_STOS || op === STR_MOVS) && count !== 0) {
+      const done = this.#repBulk(op === STR_MOVS, sz, srcBase);
+      if (done < 0) return ST_EXC;
+      iters = done;
+      count = regVal(1);
+      if (count !== 0 && iters >= REP_CHUNK) {
+        this.rip = this.wrapIp(this.ripBase + D[i + F_IOFF]!);
+        this.instret += iters;
+        return ST_JUMP;
+      }
+    }
     const cmp = op === STR_CMPS || op === STR_SCAS;
     while (count !== 0 && iters < REP_CHUNK) {
       switch (op) {
@@ -2587,6 +2600,87 @@ export class Cpu {
     }
     this.rip = this.#nextRip(i);
     return ST_JUMP;
+  }
+
+  /**
+   * REP STOS / REP MOVS, 64-bit addressing, forward (DF = 0): whole runs of elements inside one
+   * destination page (and one source page) at a time, as one fill or copy of guest RAM. An
+   * element that crosses a page, or a page that is not plain writable RAM without decoded code
+   * (MMIO, LAPIC, ROM, code pages, whose stores go through the slow path that invalidates),
+   * moves one element through rdN/wrN. Stops, leaving the rest to the element loop, at a
+   * non-canonical address (#GP is raised there), at a source and destination that overlap in
+   * RAM (element order is visible then), after REP_BULK_BYTES and after 64 single elements (each
+   * may be an MMIO exit). A fault is raised at the
+   * element the element loop would raise it at: RCX, RSI and RDI count the elements done.
+   * Returns the elements done, or -1 with the fault set.
+   */
+  #repBulk(movs: boolean, sz: number, srcBase: number): number {
+    const R = this.R, n = 1 << sz;
+    let done = 0, single = 0;
+    while (done * n < REP_BULK_BYTES && single < 64) {
+      const count = R[3] !== 0 ? REP_BULK_BYTES : R[2]! >>> 0;
+      if (count === 0) break;
+      const d = R[15]! * TWO32 + (R[14]! >>> 0);
+      if (d < -140737488355328 || d >= 140737488355328) break;
+      let elems = Math.min(count, Math.floor((4096 - (d & 0xfff)) / n));
+      let s = 0;
+      if (movs) {
+        s = srcBase + R[13]! * TWO32 + (R[12]! >>> 0);
+        if (s < -140737488355328 || s >= 140737488355328) break;
+        elems = Math.min(elems, Math.floor((4096 - (s & 0xfff)) / n));
+      }
+      // Source first: the element loop reads before it writes.
+      let sReg = -1, sOff = 0, dReg = -1, dOff = 0;
+      if (elems !== 0 && movs) {
+        const vpn = Math.floor(s / 4096);
+        let t = this.tlbR + (vpn & TLB_MASK);
+        if (this.tlbTag[t] !== vpn) { t = this.xlate(s, ACC_R); if (t < 0) return -1; }
+        sReg = this.tlbReg[t]!;
+        sOff = this.tlbOff[t]! + (s & 0xfff);
+      }
+      if (elems !== 0 && (!movs || sReg >= 0)) {
+        const vpn = Math.floor(d / 4096);
+        let t = this.tlbW + (vpn & TLB_MASK);
+        if (this.tlbTag[t] !== vpn) { t = this.xlate(d, ACC_W); if (t < 0) return -1; }
+        dReg = this.tlbReg[t]!;
+        dOff = this.tlbOff[t]! + (d & 0xfff);
+      }
+      if (dReg < 0) {
+        // One element the general way: it crosses a page, or a page is not plain RAM.
+        if (movs) {
+          const v = this.rdN(s, sz), vh = this.vhi;
+          if (this.excVec !== -1) return -1;
+          this.wrN(d, sz, v, vh);
+        } else this.wrN(d, sz, R[0]!, R[1]!);
+        if (this.excVec !== -1) return -1;
+        elems = 1;
+        single++;
+      } else {
+        const bytes = elems * n;
+        const u8 = this.phys.u8[dReg]!;
+        if (movs) {
+          if (sReg === dReg && dOff > sOff && dOff < sOff + bytes) break;
+          if (sReg === dReg) u8.copyWithin(dOff, sOff, sOff + bytes);
+          else u8.set(this.phys.u8[sReg]!.subarray(sOff, sOff + bytes), dOff);
+        } else {
+          const lo = R[0]!, hi = R[1]!, b = lo & 0xff;
+          const same = sz === 0 || (sz === 1 ? (lo & 0xffff) === b * 0x101 : (lo >>> 0) === b * 0x1010101 && (sz === 2 || hi === lo));
+          if (same) u8.fill(b, dOff, dOff + bytes);
+          else {
+            const dv = this.phys.dv[dReg]!;
+            for (let o = dOff, e = dOff + bytes; o < e; o += n) {
+              if (sz === 1) dv.setUint16(o, lo, true);
+              else { dv.setInt32(o, lo, true); if (sz === 3) dv.setInt32(o + 4, hi, true); }
+            }
+          }
+        }
+      }
+      this.addR64(7, elems * n);
+      if (movs) this.addR64(6, elems * n);
+      this.addR64(1, -elems);
+      done += elems;
+    }
+    return done;
   }
 
   // ---------------------------------------------------------------- misc system instructions

@@ -109,6 +109,187 @@ describe('emu: string instructions', () => {
   });
 });
 
+describe('emu: REP STOS/MOVS page runs (ERMS)', () => {
+  // The bulk path moves whole runs inside a page; these check its edges against what the
+  // element-by-element definition gives: misaligned starts, page crossings, every size, value
+  // patterns, forward overlap, a fault part-way and a copy into decoded code.
+  it('rep stos of every size across pages, with uniform and mixed values', async () => {
+    const { vm, st } = await run64(`
+      cld
+      mov rdi, 0x90ffd
+      mov eax, 0xab
+      mov ecx, 5000
+      rep stosb
+      mov r8, rdi
+      mov rdi, 0x93ff7
+      mov rax, 0x1122334455667788
+      mov ecx, 700
+      rep stosq
+      mov r9, rdi
+      mov rdi, 0x96ffe
+      mov eax, 0xc0c1c2c3
+      mov ecx, 1500
+      rep stosd
+      mov rdi, 0x98fff
+      mov eax, 0x7777
+      mov ecx, 3000
+      rep stosw
+      mov rdi, 0x9c000
+      mov rax, -1
+      mov ecx, 513
+      rep stosq
+      mov r10, rcx`);
+    const mem = vm.partition.memory;
+    const b = mem.read(0x90ffd, 5002);
+    for (let k = 0; k < 5000; k++) assert.equal(b[k], 0xab, `stosb byte ${k}`);
+    assert.equal(b[5000], 0);
+    assert.equal(st.regs.r8, 0x90ffdn + 5000n);
+    for (let k = 0; k < 700; k++) assert.equal(mem.readU64(0x93ff7 + 8 * k), 0x1122334455667788n, `stosq ${k}`);
+    assert.equal(st.regs.r9, 0x93ff7n + 5600n);
+    for (let k = 0; k < 1500; k++) assert.equal(mem.readU32(0x96ffe + 4 * k), 0xc0c1c2c3, `stosd ${k}`);
+    for (let k = 0; k < 3000; k++) assert.equal(mem.readU16(0x98fff + 2 * k), 0x7777, `stosw ${k}`);
+    for (let k = 0; k < 513; k++) assert.equal(mem.readU64(0x9c000 + 8 * k), 0xffffffffffffffffn, `stosq -1 ${k}`);
+    assert.equal(mem.readU64(0x9c000 + 8 * 513), 0n);
+    assert.equal(st.regs.r10, 0n);
+  });
+
+  it('rep movs with source and destination at different page offsets, and forward overlap', async () => {
+    const { vm, st } = await run64(`
+      cld
+      mov rdi, 0x80123
+      xor ecx, ecx
+      fill: mov eax, ecx
+      imul eax, eax, 97
+      shr eax, 3
+      mov [rdi + rcx], al
+      inc ecx
+      cmp ecx, 9000
+      jb fill
+      mov rsi, 0x80123
+      mov rdi, 0x88ff9
+      mov ecx, 9000
+      rep movsb
+      mov r8, rsi
+      mov r9, rdi
+      mov rsi, 0x80123
+      mov rdi, 0x8c005
+      mov ecx, 1100
+      rep movsq
+      # overlap: destination one byte above the source repeats the first byte
+      mov rsi, 0x90000
+      mov byte ptr [rsi], 0x5a
+      lea rdi, [rsi + 1]
+      mov ecx, 6000
+      rep movsb
+      mov r10, rcx`);
+    const mem = vm.partition.memory;
+    const exp = new Uint8Array(9000);
+    for (let k = 0; k < 9000; k++) exp[k] = ((k * 97) >>> 3) & 0xff;
+    assert.deepEqual(mem.read(0x88ff9, 9000), exp);
+    assert.deepEqual(mem.read(0x8c005, 8800), exp.subarray(0, 8800));
+    assert.equal(st.regs.r8, 0x80123n + 9000n);
+    assert.equal(st.regs.r9, 0x88ff9n + 9000n);
+    const o = mem.read(0x90000, 6002);
+    for (let k = 0; k <= 6000; k++) assert.equal(o[k], 0x5a, `overlap byte ${k}`);
+    assert.equal(o[6001], 0);
+    assert.equal(st.regs.r10, 0n);
+  });
+
+  it('rep movs whose source page is followed by a virtual page of another frame', async () => {
+    // Virtual 0x81000 maps frame 0x85000: a run that read past the end of the source page in
+    // RAM instead of translating again would copy frame 0x81000's zeros.
+    const { vm } = await run64(`
+      mov qword ptr [0x4000 + 0x81 * 8], 0x85003
+      invlpg [0x81000]
+      cld
+      mov rdi, 0x80f00
+      xor ecx, ecx
+      fill: lea eax, [rcx + 1]
+      mov [rdi + rcx], al
+      inc ecx
+      cmp ecx, 0x200
+      jb fill
+      mov rsi, 0x80f00
+      mov rdi, 0x88010
+      mov ecx, 0x200
+      rep movsb`);
+    const exp = new Uint8Array(0x200);
+    for (let k = 0; k < 0x200; k++) exp[k] = (k + 1) & 0xff;
+    assert.deepEqual(vm.partition.memory.read(0x88010, 0x200), exp);
+    assert.deepEqual(vm.partition.memory.read(0x85000, 0x100), exp.subarray(0x100));
+  });
+
+  it('rep movs to and from MMIO: one exit per element, in order', async () => {
+    const { vm, st } = await run64(`
+      cld
+      mov rsi, 0x90000
+      mov dword ptr [rsi], 0x44332211
+      mov dword ptr [rsi + 4], 0x88776655
+      mov rdi, 0xd0000000
+      mov ecx, 2
+      rep movsd
+      mov rsi, 0xd0000100
+      mov rdi, 0x91000
+      mov ecx, 100
+      rep movsb
+      mov r8, rcx`);
+    const mm = vm.exits.mmio;
+    assert.deepEqual(mm.slice(0, 2), [
+      { gpa: 0xd0000000, data: [0x11, 0x22, 0x33, 0x44], write: true },
+      { gpa: 0xd0000004, data: [0x55, 0x66, 0x77, 0x88], write: true },
+    ]);
+    assert.equal(mm.length, 102);
+    for (let k = 0; k < 100; k++) assert.deepEqual(mm[2 + k], { gpa: 0xd0000100 + k, data: [0x11], write: false });
+    assert.deepEqual(vm.partition.memory.read(0x91000, 101), new Uint8Array([...new Array<number>(100).fill(0x11), 0]));
+    assert.equal(st.regs.r8, 0n);
+  });
+
+  it('a #PF part-way leaves RCX, RDI and the bytes before it as the element loop would', async () => {
+    const vm = await longModeVm(`
+      mov rax, 0x1fe000
+      mov qword ptr [0x4000 + 0x1fe * 8], 0   # clear the PTE
+      invlpg [rax]
+      cld
+      mov rdi, 0x1fc010
+      mov rax, 0x0102030405060708
+      mov ecx, 2000
+      fault: rep stosq
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 14n);
+    assert.equal(st.sregs.cr2, 0x1fe000n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
+    const done = (0x1fe000 - 0x1fc010) / 8;
+    assert.equal(st.regs.rcx, BigInt(2000 - done));
+    assert.equal(st.regs.rdi, 0x1fe000n);
+    assert.equal(vm.partition.memory.readU64(0x1fdff8), 0x0102030405060708n);
+    assert.equal(vm.partition.memory.readU64(0x1fc008), 0n);
+  });
+
+  it('rep movsb over decoded code: the next run executes the new bytes', async () => {
+    const { st } = await run64(`
+      cld
+      xor ebx, ebx
+      call patched          # decoded (and run) before the copy
+      add rbx, rax
+      lea rsi, [rip + repl]
+      lea rdi, [rip + patched]
+      mov ecx, 6
+      rep movsb
+      call patched
+      add rbx, rax
+      jmp done
+      patched: mov eax, 1
+      ret
+      repl: mov eax, 40
+      ret
+      done:`);
+    assert.equal(st.regs.rbx, 41n);
+  });
+});
+
 describe('emu: TLB and jump cache across CR3 writes', () => {
   // p1's page is remapped to p2's frame; each page holds "mov eax, N; ret" and a quadword
   // 0xN111 at +8. p1 runs hot (compiled, in the jump cache) before the remap.

@@ -53,19 +53,23 @@ function regs3(s: string): [number, number, number] {
 }
 
 /**
- * Exactly what the processor implements (ADR 0007): x87 (FPU), FXSR, SSE, SSE2; not MMX,
+ * Exactly what the processor implements (ADR 0007): x87 (FPU), FXSR, SSE, SSE2, ERMS; not MMX,
  * SSE3 or later, nor XSAVE.
  */
 export function emuSupportedCpuid(): CpuidEntry[] {
   const [vb, vd, vc] = regs3(EMU_VENDOR);
   const out: CpuidEntry[] = [];
-  out.push({ function: 0, index: 0, eax: 1, ebx: vb, ecx: vc, edx: vd });
+  out.push({ function: 0, index: 0, eax: 7, ebx: vb, ecx: vc, edx: vd });
   // Leaf 1: family 6 model 0 stepping 0; EBX: CLFLUSH line 8 (x8 = 64 bytes), 1 logical CPU.
   const edx1 = (1 << 0) /* FPU */ | (1 << 3) /* PSE */ | (1 << 4) /* TSC */ | (1 << 5) /* MSR */ | (1 << 6) /* PAE */ |
     (1 << 8) /* CX8 */ | (1 << 9) /* APIC */ | (1 << 13) /* PGE */ | (1 << 15) /* CMOV */ | (1 << 16) /* PAT */ |
     (1 << 19) /* CLFSH */ | (1 << 24) /* FXSR */ | (1 << 25) /* SSE */ | (1 << 26) /* SSE2 */;
   const ecx1 = (1 << 13) /* CMPXCHG16B */ | (1 << 23) /* POPCNT */ | (1 << 24) /* TSC-deadline timer */;
   out.push({ function: 1, index: 0, eax: 0x600, ebx: (1 << 16) | (8 << 8), ecx: ecx1, edx: edx1 >>> 0 });
+  // Leaf 7: only ERMS ("enhanced REP MOVSB/STOSB"), true of this processor: REP MOVS/STOS move
+  // whole page runs at a time (cpu.ts #repBulk), so Linux's memcpy, memset, clear_page and
+  // user copies pick their REP MOVSB/STOSB forms over unrolled loops.
+  out.push({ function: 7, index: 0, eax: 0, ebx: 1 << 9 /* ERMS */, ecx: 0, edx: 0 });
   out.push({ function: 0x80000000, index: 0, eax: 0x80000008, ebx: 0, ecx: 0, edx: 0 });
   const edx81 = (1 << 11) /* SYSCALL */ | (1 << 20) /* NX */ | (1 << 26) /* 1 GiB pages */ | (1 << 27) /* RDTSCP */ | (1 << 29) /* LM */;
   out.push({ function: 0x80000001, index: 0, eax: 0, ebx: 0, ecx: 1 /* LAHF/SAHF in 64-bit mode */, edx: edx81 >>> 0 });
