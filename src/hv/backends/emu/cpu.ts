@@ -99,6 +99,15 @@ export interface CpuEnv {
   interceptMsr(msr: number): boolean;
 }
 
+/**
+ * The TLB loop of Cpu.flushNonGlobal (every CR3 write), apart from the class: as a method, V8
+ * replaced its on-stack (OSR) code in a loop of "wrong map" deoptimizations (about 2,000 per
+ * boot); over typed arrays alone there is no map for it to check.
+ */
+function dropNonGlobal(g: Uint8Array, tag: Float64Array, ti: Int32Array): void {
+  for (let s = 0; s < 6 * TLB_SIZE; s++) if (g[s] === 0) { tag[s] = NaN; ti[s * 4 + TLBI_TAG_HI] = TAG_NONE; }
+}
+
 export class Cpu {
   // Registers: GPR n at [2n] (low) and [2n+1] (high).
   readonly R = new Int32Array(32);
@@ -417,8 +426,7 @@ export class Cpu {
    * address space, so a context switch no longer costs the kernel its TLB and jump cache).
    */
   flushNonGlobal(): void {
-    const g = this.tlbGlobal, tag = this.tlbTag, ti = this.tlbI;
-    for (let s = 0; s < 6 * TLB_SIZE; s++) if (g[s] === 0) { tag[s] = NaN; ti[s * 4 + TLBI_TAG_HI] = TAG_NONE; }
+    dropNonGlobal(this.tlbGlobal, this.tlbTag, this.tlbI);
     this.gen = ++this.cache.genCounter;
   }
   /**
