@@ -55,6 +55,11 @@ function cases(): string[] {
   out.push(`${load}\nshl rax, 5\ninc rbx\nsetc dl\nshr rbx, 3\nadd rcx, rax\nseto dh`);
   out.push(`${load}\nimul rax, rbx\nadc rcx, rax\nimul ebx, eax, 7\nsub rdx, rbx\nsets dl`);
   out.push(`${load}\nsar rax, 7\nmov rcx, rax\nxor rbx, rcx\nsetz dl\nshl ebx, 3\ncmovc eax, ebx\nsar eax, 2\ndec ecx\nadc edx, 0`);
+  // Rotates whose flags are dead (only the result; an ADD before them sees through them to the
+  // XOR) or live (ROL/ROR keep SF/ZF/PF of the ADD before them and set CF/OF).
+  out.push(`${load}\nadd rax, rbx\nror rbx, 7\nrol eax, 13\nxor rcx, rbx\nror rcx, 41\nadd rdx, rcx\nsetc dl`);
+  out.push(`${load}\nadd rax, rbx\nror rbx, 7\nsetz dl\nsets dh\nseto cl\nadd eax, ebx\nrol eax, 5\nsetp ch\nadc rbx, 0`);
+  out.push(`${load}\nsub rax, rbx\nrol rbx, 63\nror ebx, 1\ncmovs rax, rbx\nror eax, 3\nxor edx, eax`);
   // 64-bit IMUL of factors below 2^32 (products past 2^63 overflow).
   out.push(`${load}\nmov eax, eax\nmov ebx, ebx\nimul rax, rbx\nseto dl\nsets cl\nsetz ch\nsetp dh`);
   // Addresses: scaled and negative indexes, negative displacements, read-modify-write of every

@@ -447,6 +447,11 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
   if (cnt === 0) return sz === 2 ? `${hi} = 0;` : '';
   f.forget();
   // Flags nothing reads (see deadFlags): only the result.
+  if (dead && op <= 1) {
+    if (sz === 2) return `{ const v = ${lo}; ${lo} = ${op === 0 ? `(v << ${cnt}) | (v >>> ${32 - cnt})` : `(v >>> ${cnt}) | (v << ${32 - cnt})`}; ${hi} = 0; }`;
+    const n = op === 0 ? cnt : 64 - cnt;
+    return `{ const l = ${lo}, h = ${hi}; ${shl64c('l', 'h', n, 'al', 'ah')} ${shr64c('l', 'h', 64 - n, false, 'bl', 'bh')} ${lo} = al | bl; ${hi} = ah | bh; }`;
+  }
   if (dead && op >= 4) {
     if (sz === 2) return `${lo} = ${lo} ${op === 5 ? '>>>' : op === 7 ? '>>' : '<<'} ${cnt}; ${hi} = 0;`;
     const body = op === 4 || op === 6 ? shl64c('l', 'h', cnt, 'r', 'rh') : shr64c('l', 'h', cnt, op === 7, 'r', 'rh');
@@ -519,6 +524,13 @@ function flagClass(D: Int32Array, i: number): number {
     }
     default: return FLAG_BARRIER;
   }
+}
+
+/** ROL/ROR of a 32- or 64-bit register by a constant that is not 0 after masking (compiled inline by shiftCode). */
+function isRotateImm(D: Int32Array, i: number): boolean {
+  const fl = D[i + F_FL]!, sz = fl & 3, src = D[i + F_IMM2]!, sub = D[i + F_SUB]!;
+  if (D[i + F_OP] !== OP_SHIFT || (fl & FL_MEM) !== 0 || sz < 2 || src === 1 || sub > 1) return false;
+  return ((src === 0 ? 1 : D[i + F_IMM]! & 0xff) & (sz === 3 ? 0x3f : 0x1f)) !== 0;
 }
 
 /** Whether record `i` reads the flags (conditions, the carry in, INC/DEC's kept CF). */
@@ -655,6 +667,19 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
   // ADC/SBB producers always write through (conditions after them read the processor's copy).
   const deadFlags = new Uint8Array(count);
   if (mode === 2) {
+    // Rotates by a constant first: they keep SF/ZF/AF/PF, so with live flags they make the
+    // processor's copy whole first (c.materialize()); with dead ones they are only a result,
+    // and what comes before them sees through them (below).
+    for (let k = 0; k < count; k++) {
+      if (!isRotateImm(D, (first + k) << LOG_STRIDE)) continue;
+      for (let m = k + 1; m < count; m++) {
+        if (targets.has(m)) break;
+        const j = (first + m) << LOG_STRIDE;
+        const c = flagClass(D, j);
+        if (c === FLAG_BARRIER || readsFlags(D, j)) break;
+        if (c === FLAG_FULL) { deadFlags[k] = 1; break; }
+      }
+    }
     for (let k = 0; k < count; k++) {
       const i = (first + k) << LOG_STRIDE;
       if (flagClass(D, i) !== FLAG_FULL) continue;
@@ -668,7 +693,7 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
         if (targets.has(m)) break;
         const j = (first + m) << LOG_STRIDE;
         const c = flagClass(D, j);
-        if (c === FLAG_BARRIER) break;
+        if (c === FLAG_BARRIER && !(deadFlags[m] === 1 && isRotateImm(D, j))) break;
         if (direct && readsFlags(D, j)) break;
         if (c === FLAG_FULL) { deadFlags[k] = 1; break; }
       }
