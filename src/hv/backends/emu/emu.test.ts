@@ -70,6 +70,38 @@ describe('emu: integer basics and flags', () => {
   });
 });
 
+describe('emu: 64-bit DIV/IDIV against BigInt', () => {
+  // Operands below 2^52 take the exact double path, the rest BigInt: both sides of the edge
+  // (2^53 + 1 is not a double), quotients just under and at an integer, negative dividends and
+  // divisors.
+  it('quotient and remainder of both paths', async () => {
+    const P52 = 1n << 52n;
+    const raw: [bigint, bigint][] = [
+      [100n, 7n], [P52 - 1n, 3n], [P52 - 1n, P52 - 2n], [P52, 3n], [P52 + 5n, 7n], [(P52 - 1n) / 3n * 3n - 1n, 3n],
+      [4503599627370493n, 4503599627370494n], [4503599627370495n, 1n], [999999999999999n, 1000000000000000n], [0n, 5n],
+      [(1n << 51n) + 12345n, 65536n], [12345678901234n, 1000000007n], [(1n << 64n) - 1n, 10n], [1n << 40n, (1n << 51n) + 1n],
+      [4503599627370495n, 4503599627370491n], [3002399751580331n, 1501199875790166n], [(1n << 53n) + 1n, 1n], [(1n << 54n) - 1n, 2n],
+    ];
+    const cases: { signed: boolean; a: bigint; d: bigint }[] = [];
+    for (const [a, d] of raw) {
+      cases.push({ signed: false, a, d });
+      for (const [sa, sd] of [[1n, 1n], [-1n, 1n], [1n, -1n], [-1n, -1n]] as const) {
+        const x = sa * a, y = sd * d;
+        if (x >= -(1n << 63n) && x < (1n << 63n) && y >= -(1n << 63n) && y < (1n << 63n) && y !== 0n) cases.push({ signed: true, a: x, d: y });
+      }
+    }
+    const u = (v: bigint): string => `0x${BigInt.asUintN(64, v).toString(16)}`;
+    const code = cases.map((c) => `mov rax, ${u(c.a)}\n${c.signed ? 'cqo' : 'xor edx, edx'}\nmov rcx, ${u(c.d)}\n${c.signed ? 'idiv' : 'div'} rcx
+      mov [rdi], rax\nmov [rdi + 8], rdx\nadd rdi, 16`).join('\n');
+    const { vm } = await run64(`mov rdi, 0x90000\n${code}`);
+    cases.forEach((c, k) => {
+      const q = c.a / c.d, r = c.a % c.d;   // BigInt: truncating, remainder with the dividend's sign
+      assert.equal(vm.partition.memory.readU64(0x90000 + 16 * k), BigInt.asUintN(64, q), `${c.signed ? 'idiv' : 'div'} ${c.a} / ${c.d} quotient`);
+      assert.equal(vm.partition.memory.readU64(0x90008 + 16 * k), BigInt.asUintN(64, r), `${c.signed ? 'idiv' : 'div'} ${c.a} / ${c.d} remainder`);
+    });
+  });
+});
+
 describe('emu: string instructions', () => {
   it('rep movsb, rep stosq, repne scasb and std', async () => {
     const { vm, st } = await run64(`
