@@ -62,7 +62,22 @@ export const EFER_SCE = 1, EFER_LME = 0x100, EFER_LMA = 0x400, EFER_NXE = 0x800;
 export const MSR_TSC = 0x10, MSR_APIC_BASE = 0x1b, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175,
   MSR_SYSENTER_EIP = 0x176, MSR_PAT = 0x277, MSR_EFER = 0xc0000080, MSR_STAR = 0xc0000081, MSR_LSTAR = 0xc0000082,
   MSR_CSTAR = 0xc0000083, MSR_SFMASK = 0xc0000084, MSR_FS_BASE = 0xc0000100, MSR_GS_BASE = 0xc0000101,
-  MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103, MSR_TSC_DEADLINE = 0x6e0;
+  MSR_KERNEL_GS_BASE = 0xc0000102, MSR_TSC_AUX = 0xc0000103, MSR_TSC_DEADLINE = 0x6e0, MSR_ARCH_CAPABILITIES = 0x10a;
+
+/**
+ * IA32_ARCH_CAPABILITIES (read-only; enumerated by CPUID.7.0:EDX[29], index.ts): this processor
+ * executes nothing speculatively, so it states that it is not affected by the transient-execution
+ * flaws the MSR has "_NO" bits for (SDM vol. 4, table 2-2; Linux arch/x86/kernel/cpu/common.c
+ * cpu_set_bug_bits). Without it a guest assumes an unknown vendor's processor has them all and
+ * pays for mitigations that protect nothing here: page-table isolation (two CR3 writes and TLB
+ * flushes per kernel entry from user mode), VERW buffer clearing on every return to user mode.
+ * Low word: RDCL_NO (0, Meltdown), SSB_NO (4), MDS_NO (5), PSCHANGE_MC_NO (6), TAA_NO (8),
+ * SBDR_SSDP_NO (13), FBSDP_NO (14), PSDP_NO (15), BHI_NO (20), PBRSB_NO (24), GDS_NO (26),
+ * RFDS_NO (27); high word: ITS_NO (62).
+ */
+export const ARCH_CAPABILITIES_LO = (1 << 0) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 13) | (1 << 14) | (1 << 15) |
+  (1 << 20) | (1 << 24) | (1 << 26) | (1 << 27);
+export const ARCH_CAPABILITIES_HI = 1 << 30;
 
 
 const JC_BITS = 12, JC_SIZE = 1 << JC_BITS, JC_MASK = JC_SIZE - 1;
@@ -3109,6 +3124,7 @@ export class Cpu {
       case MSR_KERNEL_GS_BASE: fromNum(this.kernelGsBase); break;
       case MSR_TSC_AUX: lo = this.tscAux; break;
       case MSR_TSC_DEADLINE: fromNum(this.lapic.readTscDeadline()); break;
+      case MSR_ARCH_CAPABILITIES: lo = ARCH_CAPABILITIES_LO; hi = ARCH_CAPABILITIES_HI; break;
       default: return this.#rdmsrExit(msr);
     }
     this.setR(0, 2, lo, 0); this.setR(2, 2, hi, 0);
@@ -3137,6 +3153,7 @@ export class Cpu {
         return true;
       }
       case MSR_PAT: this.patLo = lo; this.patHi = hi; return true;
+      case MSR_ARCH_CAPABILITIES: return false;   // read-only
       case MSR_SYSENTER_CS: this.sysenterCs = lo & 0xffff; return true;
       case MSR_SYSENTER_ESP: if (!canonical) return false; this.sysenterEsp = c; return true;
       case MSR_SYSENTER_EIP: if (!canonical) return false; this.sysenterEip = c; return true;

@@ -719,6 +719,30 @@ describe('emu: decoder robustness', () => {
     const e1 = c.find((e) => e.function === 0x80000001)!;
     assert.notEqual(e1.edx & (1 << 29), 0);
     assert.notEqual(e1.edx & (1 << 20), 0);
+    // Leaf 7 (reachable: leaf 0 reports it): ERMS and the IA32_ARCH_CAPABILITIES MSR, nothing else.
+    assert.ok(c.find((e) => e.function === 0)!.eax >= 7);
+    const l7 = c.find((e) => e.function === 7 && e.index === 0)!;
+    assert.deepEqual([l7.eax, l7.ebx, l7.ecx, l7.edx], [0, 1 << 9, 0, 2 ** 29]);
+  });
+
+  it('IA32_ARCH_CAPABILITIES reads the not-affected bits and refuses writes', async () => {
+    const vm = await longModeVm(`
+      mov ecx, 0x10a
+      rdmsr
+      mov r8, rax
+      mov r9, rdx
+      xor eax, eax
+      fault: wrmsr
+      hlt
+      ${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    // RDCL_NO, SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO,
+    // PBRSB_NO, GDS_NO, RFDS_NO; ITS_NO in the high word.
+    assert.equal(st.regs.r8, 0x0d10e171n);
+    assert.equal(st.regs.r9, 0x40000000n);
+    assert.equal(st.regs.r12, 13n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
   });
 });
 

@@ -66,10 +66,11 @@ export function emuSupportedCpuid(): CpuidEntry[] {
     (1 << 19) /* CLFSH */ | (1 << 24) /* FXSR */ | (1 << 25) /* SSE */ | (1 << 26) /* SSE2 */;
   const ecx1 = (1 << 13) /* CMPXCHG16B */ | (1 << 23) /* POPCNT */ | (1 << 24) /* TSC-deadline timer */;
   out.push({ function: 1, index: 0, eax: 0x600, ebx: (1 << 16) | (8 << 8), ecx: ecx1, edx: edx1 >>> 0 });
-  // Leaf 7: only ERMS ("enhanced REP MOVSB/STOSB"), true of this processor: REP MOVS/STOS move
+  // Leaf 7: ERMS ("enhanced REP MOVSB/STOSB"), true of this processor: REP MOVS/STOS move
   // whole page runs at a time (cpu.ts #repBulk), so Linux's memcpy, memset, clear_page and
-  // user copies pick their REP MOVSB/STOSB forms over unrolled loops.
-  out.push({ function: 7, index: 0, eax: 0, ebx: 1 << 9 /* ERMS */, ecx: 0, edx: 0 });
+  // user copies pick their REP MOVSB/STOSB forms over unrolled loops. EDX[29]: the
+  // IA32_ARCH_CAPABILITIES MSR (cpu.ts ARCH_CAPABILITIES_LO: not affected by Meltdown, MDS...).
+  out.push({ function: 7, index: 0, eax: 0, ebx: 1 << 9 /* ERMS */, ecx: 0, edx: (1 << 29) >>> 0 /* ARCH_CAPABILITIES */ });
   out.push({ function: 0x80000000, index: 0, eax: 0x80000008, ebx: 0, ecx: 0, edx: 0 });
   const edx81 = (1 << 11) /* SYSCALL */ | (1 << 20) /* NX */ | (1 << 26) /* 1 GiB pages */ | (1 << 27) /* RDTSCP */ | (1 << 29) /* LM */;
   out.push({ function: 0x80000001, index: 0, eax: 0, ebx: 0, ecx: 1 /* LAHF/SAHF in 64-bit mode */, edx: edx81 >>> 0 });
