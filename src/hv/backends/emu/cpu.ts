@@ -27,6 +27,7 @@ import {
   STR_STOS,
 } from './ops.js';
 import { decode, UD_TOO_LONG, type CodeMode } from './decoder.js';
+import { divu128 } from './arith.js';
 import { CodeCache, MAX_BLOCK_INSNS, type PhysMem } from './memory.js';
 import type { Lapic } from './lapic.js';
 import { compileBlock, compileRegion, DONE, JIT_THRESHOLD, REGION_THRESHOLD } from './jit.js';
@@ -2199,6 +2200,13 @@ export class Cpu {
         R[4] = r | 0; R[5] = Math.floor(r / TWO32) | 0;
         return ST_NEXT;
       }
+    }
+    // Unsigned 128/64 with RDX below the divisor (multi-precision code: lib/mpi's udiv_qrnnd in
+    // the kernel's RSA signature checks): two 96/64-bit steps of schoolbook division.
+    if (!signed && (v | vHi) !== 0 && divu128(R[5]!, R[4]!, R[1]!, R[0]!, vHi, v, this.#q)) {
+      const q = this.#q;
+      R[0] = q[0]!; R[1] = q[1]!; R[4] = q[2]!; R[5] = q[3]!;
+      return ST_NEXT;
     }
     // Other 128/64 divisions: BigInt (docs/reference speed notes).
     const u64 = (lo: number, hi: number): bigint => (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);

@@ -102,6 +102,45 @@ describe('emu: 64-bit DIV/IDIV against BigInt', () => {
   });
 });
 
+describe('emu: 128/64 DIV against BigInt', () => {
+  // RDX:RAX / r64 with RDX below the divisor: schoolbook division in 32-bit digits (quotient
+  // digits estimated in doubles, corrected exactly). Edges: the largest quotient, divisors of one
+  // digit, at and around 2^32, all ones; then pseudo-random cases.
+  it('quotient and remainder', async () => {
+    const M = (1n << 64n) - 1n;
+    const cases: [bigint, bigint, bigint][] = [
+      [M - 1n, M, M], [0n, M, 1n], [2n, M, 3n], [0xffffffffn, M, 1n << 32n], [0xfffffffen, 0n, 0xffffffffn],
+      [(1n << 32n), 5n, (1n << 32n) + 1n], [1n, 0n, 2n], [123456789n, 987654321987654321n, 0x8000000000000000n],
+      [0x7fffffffffffffffn, M, 0x8000000000000000n], [0x8000000000000000n - 1n, 0n, 0x8000000000000001n],
+      [0xfffffffffffffffen, 0xfffffffffffffffen, M], [1n << 40n, 1n << 20n, (1n << 41n) - 1n],
+    ];
+    let x = 0x9e3779b97f4a7c15n;
+    const next = (): bigint => { x ^= (x << 13n) & M; x ^= x >> 7n; x ^= (x << 17n) & M; return x; };
+    for (let k = 0; k < 60; k++) {
+      const shift = BigInt(k % 64);
+      const d = (next() >> shift) | 1n;
+      cases.push([next() % d, next(), d]);
+    }
+    const u = (v: bigint): string => `0x${v.toString(16)}`;
+    const code = cases.map(([hi, lo, d]) => `mov rdx, ${u(hi)}\nmov rax, ${u(lo)}\nmov rcx, ${u(d)}\ndiv rcx
+      mov [rdi], rax\nmov [rdi + 8], rdx\nadd rdi, 16`).join('\n');
+    const { vm } = await run64(`mov rdi, 0x90000\n${code}`);
+    cases.forEach(([hi, lo, d], k) => {
+      const n = (hi << 64n) | lo;
+      assert.equal(vm.partition.memory.readU64(0x90000 + 16 * k), n / d, `${n} / ${d} quotient`);
+      assert.equal(vm.partition.memory.readU64(0x90008 + 16 * k), n % d, `${n} / ${d} remainder`);
+    });
+  });
+
+  it('#DE when the quotient does not fit', async () => {
+    const vm = await longModeVm(`mov rdx, 5\nmov rax, 1\nmov rcx, 5\nfault: div rcx\nhlt\n${HANDLERS}`, { idt: EXC_IDT });
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r12, 0n);
+    assert.equal(st.regs.r13, BigInt(vm.sym('fault')));
+  });
+});
+
 describe('emu: string instructions', () => {
   it('rep movsb, rep stosq, repne scasb and std', async () => {
     const { vm, st } = await run64(`
