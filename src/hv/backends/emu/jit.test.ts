@@ -60,6 +60,11 @@ function cases(): string[] {
   out.push(`${load}\nadd rax, rbx\nror rbx, 7\nrol eax, 13\nxor rcx, rbx\nror rcx, 41\nadd rdx, rcx\nsetc dl`);
   out.push(`${load}\nadd rax, rbx\nror rbx, 7\nsetz dl\nsets dh\nseto cl\nadd eax, ebx\nrol eax, 5\nsetp ch\nadc rbx, 0`);
   out.push(`${load}\nsub rax, rbx\nrol rbx, 63\nror ebx, 1\ncmovs rax, rbx\nror eax, 3\nxor edx, eax`);
+  // MUL r/m64 (unsigned 128-bit product in RDX:RAX): register and memory operands, factors of
+  // every size, flags after it.
+  out.push(`${load}\nmul rbx\nsetc cl\nseto ch\nsetz dh\nsets dl\nsetp bl\nadc rax, rdx`);
+  out.push(`${load}\nmov ebx, ebx\nmul rbx\nmov [rsi], rdx\nmov rax, r13\nmul qword ptr [rsi]\nsetc cl\nadd rax, rcx`);
+  out.push(`${load}\nmov rcx, rax\nmul rax\nxor rax, rdx\nmov rbx, -1\nmul rbx\nsetnz cl\nsbb rdx, rcx`);
   // 64-bit IMUL of factors below 2^32 (products past 2^63 overflow).
   out.push(`${load}\nmov eax, eax\nmov ebx, ebx\nimul rax, rbx\nseto dl\nsets cl\nsetz ch\nsetp dh`);
   // Addresses: scaled and negative indexes, negative displacements, read-modify-write of every

@@ -32,7 +32,7 @@ import {
   OP_ALU_R_RM, OP_ALU_RM_I, OP_ALU_RM_R, OP_DEC_RM, OP_INC_RM, OP_JCC, OP_JMP_REL, OP_MOV_R_I, OP_MOV_R_RM,
   OP_MOV_RM_R, OP_NOP, OP_POP_R, OP_PUSH_R, OP_TEST_RM_I, OP_TEST_RM_R, OP_MOVZX, OP_MOVSX, OP_SETCC, OP_CMOVCC,
   OP_LEA, OP_CALL_REL, OP_RET, OP_MOV_RM_I, OP_SSE, OP_JMP_RM, OP_CALL_RM, OP_SHIFT, OP_IMUL_R_RM, OP_IMUL_R_RM_I,
-  OP_CBW, OP_CWD, OP_NOT_RM, OP_NEG_RM, OP_XCHG_RM_R, OP_XCHG_AX, OP_BSWAP, OP_PUSH_I,
+  OP_CBW, OP_CWD, OP_MUL_RM, OP_NOT_RM, OP_NEG_RM, OP_XCHG_RM_R, OP_XCHG_AX, OP_BSWAP, OP_PUSH_I,
   FOP_ADC, FOP_ADD, FOP_DEC, FOP_INC, FOP_LOGIC, FOP_SBB, FOP_SUB, TLB_MASK,
 } from './ops.js';
 
@@ -848,6 +848,22 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
               const of = hi >>> 31; ${flags('lo', 'hi', 'of')}
             } else { c.imulTrunc(3, a, ah, b, bh); lo = c.t0; hi = c.t1; }
             R[${reg * 2}] = lo; R[${reg * 2 + 1}] = hi; }`;
+        break;
+      }
+      case OP_MUL_RM: {
+        // MUL r/m64: RDX:RAX = RAX * src, unsigned (lib/mpi's umul_ppmm). Four 32 x 32-bit
+        // partial products, each from two 32 x 16-bit ones below 2^48 (exact), summed in
+        // 32-bit digits with carries. Flags as cpu.ts #mul1: CF = OF = (RDX != 0), SF/ZF/PF
+        // from RAX.
+        if (sz !== 3) break;
+        const b = mem ? `${eaCode(D, i, mode, exc)} ${load(3, 'b', 'bh', exc)}` : rdReg(rm, 3, 'b', 'bh');
+        f.forget();
+        const m32 = (x: string, y: string, lo: string, hi: string): string =>
+          `const ${lo}_l = (${x}) * (${y} & 0xffff), ${lo}_h = (${x}) * (${y} >>> 16); const ${lo} = Math.imul(${x}, ${y}) >>> 0, ${hi} = Math.floor(${lo}_h / 65536) + Math.floor((${lo}_l + (${lo}_h & 0xffff) * 65536) / 4294967296);`;
+        code = `{ ${b} const al = R[0] >>> 0, ah = R[1] >>> 0, bl = b >>> 0, bhu = bh >>> 0;
+          ${m32('al', 'bl', 'p0', 'q0')} ${m32('al', 'bhu', 'p1', 'q1')} ${m32('ah', 'bl', 'p2', 'q2')} ${m32('ah', 'bhu', 'p3', 'q3')}
+          let s = q0 + p1 + p2; const r1 = s | 0; s = Math.floor(s / 4294967296) + q1 + q2 + p3; const r2 = s | 0; const r3 = (Math.floor(s / 4294967296) + q3) | 0;
+          const r0 = p0 | 0, of = (r2 | r3) !== 0 ? 1 : 0; R[0] = r0; R[1] = r1; R[4] = r2; R[5] = r3; ${resultFlags('r0', 'r1', 'of', 'of')} }`;
         break;
       }
       case OP_CBW:
