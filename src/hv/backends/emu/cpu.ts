@@ -116,12 +116,17 @@ export interface CpuEnv {
 }
 
 /**
- * The TLB loop of Cpu.flushNonGlobal (every CR3 write), apart from the class: as a method, V8
- * replaced its on-stack (OSR) code in a loop of "wrong map" deoptimizations (about 2,000 per
- * boot); over typed arrays alone there is no map for it to check.
+ * The TLB loop of Cpu.flushNonGlobal (every CR3 write) over the slots filled with non-global
+ * translations since the last one (`list`, n entries; `listed` marks them), apart from the
+ * class: as a method, V8 replaced its on-stack (OSR) code in a loop of "wrong map"
+ * deoptimizations (about 2,000 per boot); over typed arrays alone there is no map to check.
  */
-function dropNonGlobal(g: Uint8Array, tag: Float64Array, ti: Int32Array): void {
-  for (let s = 0; s < 6 * TLB_SIZE; s++) if (g[s] === 0) { tag[s] = NaN; ti[s * 4 + TLBI_TAG_HI] = TAG_NONE; }
+function dropNonGlobal(list: Int32Array, n: number, listed: Uint8Array, g: Uint8Array, tag: Float64Array, ti: Int32Array): void {
+  for (let k = 0; k < n; k++) {
+    const s = list[k]!;
+    listed[s] = 0;
+    if (g[s] === 0) { tag[s] = NaN; ti[s * 4 + TLBI_TAG_HI] = TAG_NONE; }
+  }
 }
 
 export class Cpu {
@@ -184,6 +189,10 @@ export class Cpu {
   readonly tlbI = new Int32Array(6 * TLB_SIZE * 4).fill(TAG_NONE);
   /** 1 for a global translation (see xlate): a CR3 write keeps it (flushNonGlobal). */
   readonly tlbGlobal = new Uint8Array(6 * TLB_SIZE);
+  /** Slots filled with non-global translations since the last flush (each once: #tlbListed), for flushNonGlobal. */
+  readonly #tlbFilled = new Int32Array(6 * TLB_SIZE);
+  #tlbFilledN = 0;
+  readonly #tlbListed = new Uint8Array(6 * TLB_SIZE);
   tlbR = 0; tlbW = TLB_SIZE; tlbX = 2 * TLB_SIZE;
   #sys = false;
   ripBase = 0;
@@ -436,13 +445,14 @@ export class Cpu {
 
   // ---------------------------------------------------------------- TLB and page walk
 
-  flushTlb(): void { this.tlbTag.fill(NaN); this.tlbI.fill(TAG_NONE); this.newGen(); }
+  flushTlb(): void { this.tlbTag.fill(NaN); this.tlbI.fill(TAG_NONE); this.#tlbListed.fill(0); this.#tlbFilledN = 0; this.newGen(); }
   /**
    * A CR3 write with CR4.PGE set: global translations stay (the kernel's, identical in every
    * address space, so a context switch no longer costs the kernel its TLB and jump cache).
    */
   flushNonGlobal(): void {
-    dropNonGlobal(this.tlbGlobal, this.tlbTag, this.tlbI);
+    dropNonGlobal(this.#tlbFilled, this.#tlbFilledN, this.#tlbListed, this.tlbGlobal, this.tlbTag, this.tlbI);
+    this.#tlbFilledN = 0;
     this.gen = ++this.cache.genCounter;
   }
   /**
@@ -589,6 +599,7 @@ export class Cpu {
     ti[s4 + TLBI_REG] = reg;
     ti[s4 + TLBI_OFF] = off | 0;
     this.tlbGlobal[s] = global;
+    if (global === 0 && this.#tlbListed[s] === 0) { this.#tlbListed[s] = 1; this.#tlbFilled[this.#tlbFilledN++] = s; }
     this.tlbPhys[s] = pa;
     return s;
   }
