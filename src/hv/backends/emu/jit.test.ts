@@ -60,6 +60,7 @@ function cases(): string[] {
   out.push(`${load}\nadd rax, rbx\nror rbx, 7\nrol eax, 13\nxor rcx, rbx\nror rcx, 41\nadd rdx, rcx\nsetc dl`);
   out.push(`${load}\nadd rax, rbx\nror rbx, 7\nsetz dl\nsets dh\nseto cl\nadd eax, ebx\nrol eax, 5\nsetp ch\nadc rbx, 0`);
   out.push(`${load}\nsub rax, rbx\nrol rbx, 63\nror ebx, 1\ncmovs rax, rbx\nror eax, 3\nxor edx, eax`);
+  out.push(`${load}\nadd eax, ebx\nrol rcx, 9`, `${load}\nsub bx, ax\nror edx, 1`, `${load}\ninc eax\nror rdx, 2`, `${load}\nand rax, rbx\nrol ecx, 4`);
   // MUL r/m64 (unsigned 128-bit product in RDX:RAX): register and memory operands, factors of
   // every size, flags after it.
   out.push(`${load}\nmul rbx\nsetc cl\nseto ch\nsetz dh\nsets dl\nsetp bl\nadc rax, rdx`);

@@ -371,6 +371,16 @@ class FlagState {
     const e = this.#cf();
     return e === null ? 'c.getCF()' : `(${e} ? 1 : 0)`;
   }
+  /** PF|AF|ZF|SF of the recorded operation as an expression, or null when only the processor knows them. */
+  arithBits(): string | null {
+    const k = this.kind;
+    if (k !== FOP_ADD && k !== FOP_SUB && k !== FOP_LOGIC && k !== FOP_INC && k !== FOP_DEC) return null;
+    const w = this.sz === 3;
+    const zf = w ? '((fr | frh) === 0)' : '(fr === 0)';
+    const sf = w ? '(frh < 0)' : '(fr < 0)';
+    const af = k === FOP_LOGIC ? '0' : '((fa ^ fb ^ fr) & 16)';
+    return `(${pfOf('fr')} | ${af} | (${zf} ? 64 : 0) | (${sf} ? 128 : 0))`;
+  }
   /** Condition `cc` (Jcc encoding) as a boolean expression. */
   cond(cc: number): string {
     const k = this.kind;
@@ -445,6 +455,11 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
   if (sz < 2 || op === 2 || op === 3) return null;
   const lo = `R[${rm * 2}]`, hi = `R[${rm * 2 + 1}]`;
   if (cnt === 0) return sz === 2 ? `${hi} = 0;` : '';
+  // A rotate keeps SF/ZF/AF/PF: from the locals when the last flag writer of the block is
+  // known, else from the processor's copy made whole (c.materialize()).
+  const kept = f.arithBits();
+  const rotFlags = kept === null ? 'c.materialize(); c.eflags = (c.eflags & -2050) | cf | (of !== 0 ? 2048 : 0);'
+    : `c.eflags = (c.eflags & -2262) | ${kept} | cf | (of !== 0 ? 2048 : 0); c.fOp = 0;`;
   f.forget();
   // Flags nothing reads (see deadFlags): only the result.
   if (dead && op <= 1) {
@@ -462,8 +477,7 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
       case 0: case 1: {
         const r = op === 0 ? `(v << ${cnt}) | (v >>> ${32 - cnt})` : `(v >>> ${cnt}) | (v << ${32 - cnt})`;
         const flags = op === 0 ? 'const cf = r & 1, of = (r >>> 31) ^ cf;' : 'const cf = r >>> 31, of = cf ^ ((r >>> 30) & 1);';
-        return `{ const v = ${lo}; const r = (${r}) | 0; c.materialize(); ${flags}
-          c.eflags = (c.eflags & -2050) | cf | (of !== 0 ? 2048 : 0); ${lo} = r; ${hi} = 0; }`;
+        return `{ const v = ${lo}; const r = (${r}) | 0; ${flags} ${rotFlags} ${lo} = r; ${hi} = 0; }`;
       }
       case 4: case 6:
         return `{ const v = ${lo}; const r = v << ${cnt}; const cf = (v >>> ${32 - cnt}) & 1; ${resultFlags('r', null, 'cf', '(r >>> 31) ^ cf')} ${lo} = r; ${hi} = 0; }`;
@@ -478,8 +492,7 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
       const n = op === 0 ? cnt : 64 - cnt;
       const flags = op === 0 ? 'const cf = r & 1, of = (rh >>> 31) ^ cf;' : 'const cf = rh >>> 31, of = cf ^ ((rh >>> 30) & 1);';
       return `{ const l = ${lo}, h = ${hi}; ${shl64c('l', 'h', n, 'al', 'ah')} ${shr64c('l', 'h', 64 - n, false, 'bl', 'bh')}
-        const r = al | bl, rh = ah | bh; c.materialize(); ${flags}
-        c.eflags = (c.eflags & -2050) | cf | (of !== 0 ? 2048 : 0); ${lo} = r; ${hi} = rh; }`;
+        const r = al | bl, rh = ah | bh; ${flags} ${rotFlags} ${lo} = r; ${hi} = rh; }`;
     }
     case 4: case 6:
       return `{ const l = ${lo}, h = ${hi}; const cf = ${bit64c('l', 'h', 64 - cnt)}; ${shl64c('l', 'h', cnt, 'r', 'rh')}
