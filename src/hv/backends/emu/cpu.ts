@@ -1448,6 +1448,12 @@ export class Cpu {
         return ST_NEXT;
       }
       case 7 /* OP_MOV_RM_R */: {
+        if ((fl & FL_MEM) === 0 && sz >= 2) {
+          // Register to register, 32/64-bit: registers 0-15 are pairs in R (no AH..BH forms).
+          const src = D[i + F_REG]! << 1, dst = D[i + F_RM]! << 1;
+          R[dst] = R[src]!; R[dst + 1] = sz === 3 ? R[src + 1]! : 0;
+          return ST_NEXT;
+        }
         const v = this.getR(D[i + F_REG]!, sz), hi = this.vhi;
         if ((fl & FL_MEM) !== 0) {
           const o = this.fastMem(i, sz, this.tlbW);
@@ -1477,7 +1483,8 @@ export class Cpu {
         const k = D[i + F_SUB]!;
         let b: number, bHi: number;
         if (D[i + F_OP] === OP_ALU_RM_I) { b = D[i + F_IMM]!; bHi = D[i + F_IMMHI]!; }
-        else { b = this.getR(D[i + F_REG]!, sz); bHi = sz === 3 ? this.vhi : 0; }
+        else if (sz >= 2) { const g = D[i + F_REG]! << 1; b = R[g]!; bHi = sz === 3 ? R[g + 1]! : 0; }
+        else { b = this.getR(D[i + F_REG]!, sz); bHi = 0; }
         if ((fl & FL_MEM) !== 0) {
           const o = this.fastMem(i, sz, k === 7 ? this.tlbR : this.tlbW);
           if (o >= 0) {
@@ -1496,6 +1503,12 @@ export class Cpu {
           return ST_NEXT;
         }
         const rm = D[i + F_RM]!;
+        if (sz >= 2) {
+          const d = rm << 1;
+          const r = this.alu(k, sz, R[d]!, sz === 3 ? R[d + 1]! : 0, b, bHi);
+          if (k !== 7) { R[d] = r; R[d + 1] = sz === 3 ? this.rhi : 0; }
+          return ST_NEXT;
+        }
         const a = this.getR(rm, sz);
         const r = this.alu(k, sz, a, sz === 3 ? this.vhi : 0, b, bHi);
         if (k !== 7) this.setR(rm, sz, r, this.rhi);
