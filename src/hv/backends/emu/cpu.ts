@@ -212,6 +212,8 @@ export class Cpu {
   gen = 0;
   /** Translation generation of global pages (see newGen). */
   gGen = 0;
+  /** Moves on whenever decoded blocks are dropped (CodeCache.onInvalidate): compiled regions check it. */
+  codeGen = 0;
   /** Whether the block #findBlock returned lies on a global page (see xlate). */
   #fetchGlobal = false;
   /** The block the running compiled function is in (jit.ts regions move it). */
@@ -1235,13 +1237,15 @@ export class Cpu {
       }
       if (this.halted) return (this.eflags & IF) !== 0 || this.nmiPending ? RUN_HALT_WAIT : RUN_HALTED;
       // The jump cache (QEMU's tb_jmp_cache): linear RIP -> block, valid while the translation
-      // generation (see `gen`) is the one that found it. Invalidating blocks or flushing the
-      // cache gives every VP a new generation (CodeCache.onInvalidate), so a hit is a valid block.
+      // generation (see `gen`) is the one that found it and the block is valid (writes to code
+      // drop blocks without touching the jump cache: a kernel patching its text at boot drops
+      // one page at a time, ~1,000 times). Flushing the cache gives every VP a new generation
+      // (CodeCache.onFlush), since block ids start again.
       const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
       const h = (lin ^ (lin >>> JC_BITS)) & JC_MASK;
       let b = this.jcBlk[h]!;
       const g = this.jcGen[h]!;
-      if (this.jcLin[h] !== lin || (g !== this.gen && g !== this.gGen)) {
+      if (this.jcLin[h] !== lin || (g !== this.gen && g !== this.gGen) || cache.blkValid[b] !== 1) {
         b = this.#findBlock();
         if (b < 0) {
           if (this.excVec >= 0) { const v = this.excVec; this.excVec = -1; this.deliver(v, this.excCode, 0); }

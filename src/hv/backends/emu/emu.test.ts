@@ -1117,14 +1117,17 @@ describe('emu: several processors', () => {
       mov rsi, 0xfee00000
       mov dword ptr [rsi + 0xf0], 0x1ff
       mov dword ptr [rsi + 0x310], 1 << 24     # destination APIC 1
-      mov ecx, 3
+      mov dword ptr [0x90000], 0
+      xor ecx, ecx
       send: mov dword ptr [rsi + 0x300], 0x61  # fixed, vector 0x61
-      pause
-      mov rax, 200000
-      delay: dec rax
-      jnz delay
-      dec ecx
-      jnz send
+      inc ecx
+      # Wait until VP1 has taken it (a second IPI while the first is pending would merge with
+      # it in the IRR): VP1 runs when this VP's slice ends.
+      wait: pause
+      cmp [0x90000], ecx
+      jne wait
+      cmp ecx, 3
+      jb send
       hlt
       ap: mov rsi, 0xfee00000
       mov dword ptr [rsi + 0xf0], 0x1ff
@@ -1136,6 +1139,7 @@ describe('emu: several processors', () => {
       jb apwait
       hlt
       ipi: inc r8d
+      mov dword ptr [0x90000], r8d
       mov dword ptr [rsi + 0xb0], 0
       iretq`, { idt: new Map([[0x61, 'ipi']]), vpCount: 2 });
     const vp1 = vm.partition.vps[1]!;

@@ -354,7 +354,8 @@ export class EmuPartition implements Partition {
       this.vps.push(vp);
     }
     this.cache.onNewCodePage = (pa) => { for (const vp of this.vps) vp.cpu.dropWriteMappings(pa); };
-    this.cache.onInvalidate = () => { for (const vp of this.vps) vp.cpu.newGen(); };
+    this.cache.onInvalidate = () => { for (const vp of this.vps) vp.cpu.codeGen++; };
+    this.cache.onFlush = () => { for (const vp of this.vps) { vp.cpu.newGen(); vp.cpu.codeGen++; } };
     // A host-side write (device DMA during an exit) into decoded code also ends the block
     // that the exiting VP is executing, as a guest store would.
     this.memory.onWrite = (at, len) => { if (this.cache.invalidateRange(at, len)) for (const vp of this.vps) vp.cpu.brk = 1; };

@@ -45,6 +45,8 @@ export interface JitCpu {
   t0: number; t1: number; instret: number; eflags: number;
   /** Translation generation (cpu.ts): changes whenever decoded blocks are dropped. */
   readonly gen: number;
+  /** Code generation (cpu.ts): changes whenever decoded blocks are dropped. */
+  readonly codeGen: number;
   /** The block a compiled function is running (a region moves it from member to member). */
   rgnBlk: number;
   fOp: number; fSz: number; fDst: number; fDstHi: number; fSrc: number; fSrcHi: number; fRes: number; fResHi: number; fCin: number;
@@ -586,13 +588,13 @@ function directExit(rg: RegionCtx | null, target: number, k: number, exc: string
   if (m === undefined) return `{ const t = c.ripBase + ${target}; ${canon} c.rip = t; return ${k}; }`;
   // Same page as a canonical RIP: canonical. The generation check stops at the first
   // transfer after any code invalidation (a member may have been dropped).
-  return `{ const t = c.ripBase + ${target}; if (c.gen === g0 && ++it < ${REGION_TRANSFERS}) {
+  return `{ const t = c.ripBase + ${target}; if (c.gen === g0 && c.codeGen === k0 && ++it < ${REGION_TRANSFERS}) {
     c.instret += ${k + 1}; c.ripBase = t; c.rgnBlk = ${m.blk}; F = ${m.first << LOG_STRIDE}; continue outer; } c.rip = t; return ${k}; }`;
 }
 /** Code after an indirect transfer (RIP already in c.rip): into the region if the target is a member's first byte. */
 function indirectExit(rg: RegionCtx | null, k: number): string {
   if (rg === null) return `return ${k};`;
-  return `if (c.gen === g0 && ++it < ${REGION_TRANSFERS}) { io = c.rip - (c.ripBase - ${rg.pageOff}); if (io >= 0 && io < 4096) { xr = ${k}; F = -1; continue outer; } } return ${k};`;
+  return `if (c.gen === g0 && c.codeGen === k0 && ++it < ${REGION_TRANSFERS}) { io = c.rip - (c.ripBase - ${rg.pageOff}); if (io >= 0 && io < 4096) { xr = ${k}; F = -1; continue outer; } } return ${k};`;
 }
 
 /** Compile a decoded block; returns null when nothing in it benefits. */
@@ -631,7 +633,7 @@ export function compileRegion(D: Int32Array, candidates: readonly RegionMember[]
   }
   const ind = members.map((m) => `case ${m.pageOff}: c.instret += xr + 1; c.ripBase = c.rip; c.rgnBlk = ${m.blk}; F = ${m.first << LOG_STRIDE}; continue outer;`);
   out.push(`default: switch (io) {\n${ind.join('\n')}\n} return xr;`);
-  const fn = make(`let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0, it = 0, io = 0, xr = 0; const g0 = c.gen;
+  const fn = make(`let fa = 0, fah = 0, fb = 0, fbh = 0, fr = 0, frh = 0, fc = 0, it = 0, io = 0, xr = 0; const g0 = c.gen, k0 = c.codeGen;
     outer: for (;;) { switch (F) {\n${out.join('\n')}\n} }`);
   return { fn, members };
 }

@@ -97,11 +97,13 @@ export class CodeCache {
   /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
   onNewCodePage: (pa: number) => void = () => undefined;
   /**
-   * Called when blocks stop being valid (a page invalidated, the cache flushed): every VP takes
-   * a new translation generation, which empties its jump cache (cpu.ts runSlice), so the jump
-   * cache needs no per-lookup validity check.
+   * Called when the blocks of a page stop being valid (blkValid 0; block ids are not reused
+   * until a flush): every VP moves its code generation on (cpu.ts codeGen, which compiled
+   * regions check before going from member to member). The jump cache checks blkValid itself.
    */
   onInvalidate: () => void = () => undefined;
+  /** Called when the cache is flushed (block ids start again at 0): every VP empties its jump cache. */
+  onFlush: () => void = () => undefined;
 
   constructor(readonly phys: PhysMem) {}
 
@@ -240,7 +242,7 @@ export class CodeCache {
   }
 
   flush(): void {
-    this.onInvalidate();
+    this.onFlush();
     this.poolUsed = 0;
     this.blocks = 0;
     this.tHead.fill(-1);
