@@ -40,7 +40,7 @@ import { Fpu, XmmFile } from './fpregs.js';
 // Instruction status codes.
 export const ST_NEXT = 0, ST_JUMP = 1, ST_EXC = 2, ST_EXIT = 3;
 // runSlice results.
-export const RUN_SLICE = 0, RUN_STOPPED = 1, RUN_SHUTDOWN = 2, RUN_HALT_WAIT = 3, RUN_HALTED = 4, RUN_ERROR = 5;
+export const RUN_SLICE = 0, RUN_STOPPED = 1, RUN_SHUTDOWN = 2, RUN_HALT_WAIT = 3, RUN_HALTED = 4, RUN_ERROR = 5, RUN_YIELD = 6;
 
 // Exception vectors.
 export const DE = 0, DB = 1, NMI = 2, BP = 3, OF_ = 4, BR = 5, UD = 6, NM = 7, DF = 8, TS = 10, NP = 11, SS = 12,
@@ -113,6 +113,13 @@ export interface CpuEnv {
   exits(): ExitHandler;
   cpuid(fn: number, index: number, out: Int32Array): void;
   interceptMsr(msr: number): boolean;
+  /**
+   * Whether another processor of the partition can run now (not halted, not waiting for
+   * STARTUP): a PAUSE then ends the slice (pause-loop exiting), so that a processor spinning on
+   * a lock or on another processor's answer (Linux csd_lock_wait, queued spinlocks) lets that
+   * one run instead of spinning out its slice on the shared thread.
+   */
+  othersRunnable(): boolean;
 }
 
 /**
@@ -1868,7 +1875,10 @@ export class Cpu {
         this.rip = this.#nextRip(i);
         this.halted = true;
         return ST_JUMP;
-      case 93 /* OP_PAUSE */: this.rip = this.#nextRip(i); return ST_JUMP;
+      case 93 /* OP_PAUSE */:
+        this.rip = this.#nextRip(i);
+        if (this.env.othersRunnable()) this.exitReason = RUN_YIELD;
+        return ST_JUMP;
       case 64 /* OP_IN */: case 65 /* OP_OUT */: return this.#io(i);
       case 66 /* OP_CPUID */: {
         const o = this.#cpuidOut;

@@ -1160,6 +1160,48 @@ describe('emu: several processors', () => {
   });
 });
 
+describe('emu: pause-loop exiting', () => {
+  it('a processor spinning on PAUSE gives the thread to the processor it woke', async () => {
+    // VP0 wakes VP1 with an IPI and spins (PAUSE) until VP1's handler sets a flag. Both share
+    // one thread: without pause-loop exiting VP0 would spin out its slice (milliseconds,
+    // hundreds of thousands of iterations) before VP1 ran.
+    const vm = await longModeVm(`
+      mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff
+      mov dword ptr [0x90000], 0
+      mov dword ptr [rsi + 0x310], 1 << 24
+      mov dword ptr [rsi + 0x300], 0x61
+      xor ecx, ecx
+      spin: inc rcx
+      pause
+      cmp dword ptr [0x90000], 1
+      jne spin
+      hlt
+      ap: mov rsi, 0xfee00000
+      mov dword ptr [rsi + 0xf0], 0x1ff
+      sti
+      hlt
+      cli
+      hlt
+      ipi: mov dword ptr [0x90000], 1
+      mov dword ptr [rsi + 0xb0], 0
+      iretq`, { idt: new Map([[0x61, 'ipi']]), vpCount: 2 });
+    const vp1 = vm.partition.vps[1]!;
+    const bsp = await vm.vp.getState();
+    const st = await vp1.getState();
+    st.regs = { ...bsp.regs, rip: BigInt(vm.sym('ap')), rsp: 0x50000n };
+    st.sregs = { ...bsp.sregs, apicBase: st.sregs.apicBase };
+    st.halted = false;
+    await vp1.setState(st);
+    const r1 = vp1.run();
+    await new Promise((res) => setTimeout(res, 5));
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    assert.deepEqual(await r1, { kind: 'halted' });
+    const spins = (await vm.vp.getState()).regs.rcx;
+    assert.ok(spins >= 1n && spins <= 10n, `VP0 spun ${spins} times`);
+  });
+});
+
 describe('emu: 32-bit paging', () => {
   it('2-level paging with a 4 MiB PSE page, A/D bits, and #PF error code/CR2 in protected mode', async () => {
     const vm = await realModeVm(`

@@ -124,6 +124,8 @@ export class EmuVp implements VirtualProcessor {
    */
   waitSipi: boolean;
   #running = false;
+  /** Halted and waiting for an interrupt (or for STARTUP). */
+  #waiting = false;
   #wake: (() => void) | null = null;
 
   constructor(readonly index: number, readonly partition: EmuPartition) {
@@ -132,6 +134,7 @@ export class EmuVp implements VirtualProcessor {
       exits: () => partition.exits,
       cpuid: (fn, idx, out) => partition.cpuid(index, fn >>> 0, idx >>> 0, out),
       interceptMsr: (msr) => partition.intercepts(msr),
+      othersRunnable: () => partition.othersRunnable(index),
     };
     const lapic = new Lapic(index, (dest, shorthand, destMode, mode, vector) => partition.ipi(index, dest, shorthand, destMode, mode, vector));
     this.cpu = new Cpu(partition.phys, partition.cache, lapic, env);
@@ -166,8 +169,11 @@ export class EmuVp implements VirtualProcessor {
     c.flushTlb();
   }
 
+  /** Running, and neither halted nor waiting for STARTUP: it would run if given the thread. */
+  get runnable(): boolean { return this.#running && !this.#waiting; }
+
   /** Resolve a halt wait (an interrupt arrived, or a stop was requested). */
-  wake(): void { const w = this.#wake; this.#wake = null; if (w) w(); }
+  wake(): void { const w = this.#wake; this.#wake = null; if (w) { this.#waiting = false; w(); } }
 
   async run(): Promise<VpStopReason> {
     if (this.#running) return { kind: 'error', message: `virtual processor ${this.index} is already running` };
@@ -176,7 +182,9 @@ export class EmuVp implements VirtualProcessor {
     try {
       for (;;) {
         if (this.waitSipi) {
+          this.#waiting = true;
           await new Promise<void>((res) => { this.#wake = res; });
+          this.#waiting = false;
           if (this.cpu.stopReq) return { kind: 'stopped' };
           continue;
         }
@@ -197,6 +205,7 @@ export class EmuVp implements VirtualProcessor {
             // Sleep until an interrupt arrives or the LAPIC timer is due.
             const due = this.cpu.lapic.deadline;
             let timer: NodeJS.Timeout | undefined;
+            this.#waiting = true;
             await new Promise<void>((res) => {
               this.#wake = res;
               // Clamped to setTimeout's limit (about 24.8 days; Node fires longer ones after 1 ms
@@ -204,6 +213,7 @@ export class EmuVp implements VirtualProcessor {
               // only polls the timer and halts again.
               if (due !== Infinity) timer = setTimeout(() => this.wake(), Math.min(MAX_TIMEOUT_MS, Math.max(0, (due - performance.now() * 1e6) / 1e6)));
             });
+            this.#waiting = false;
             if (timer !== undefined) clearTimeout(timer);
             this.cpu.lapic.poll();
             break;
@@ -445,6 +455,11 @@ export class EmuPartition implements Partition {
     out[0] = e.eax; out[1] = e.ebx; out[2] = e.ecx; out[3] = e.edx;
     if (fn === 1) out[1] = (e.ebx & 0x00ffffff) | ((vp & 0xff) << 24);
     if (fn === 0xb || fn === 0x1f) out[3] = vp;
+  }
+
+  othersRunnable(vp: number): boolean {
+    for (const v of this.vps) if (v.index !== vp && v.runnable) return true;
+    return false;
   }
 
   intercepts(msr: number): boolean {
