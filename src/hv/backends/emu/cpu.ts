@@ -775,11 +775,10 @@ export class Cpu {
     if (r >= 0 && pa + n <= this.phys.end[r]! && this.phys.writable[r]!) {
       const o = pa - this.phys.start[r]!;
       const pg = Math.floor(o / 4096);
-      if (this.phys.code[r]![pg] !== 0) {
-        this.cache.invalidatePage(Math.floor(pa / 4096));
-        this.brk = 1;
-      }
-      if (slot >= 0) this.tlbReg[slot] = r;
+      const code = this.phys.code[r]!;
+      if (code[pg] !== 0 && this.cache.invalidateBytes(pa, n)) this.brk = 1;
+      // Fast stores again once the page holds no code.
+      if (slot >= 0 && code[pg] === 0) this.tlbReg[slot] = r;
       const dv = this.phys.dv[r]!;
       switch (sz) {
         case 0: dv.setUint8(o, lo); break;

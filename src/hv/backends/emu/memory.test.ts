@@ -50,6 +50,41 @@ describe('emu: decoded-block cache', () => {
     assert.equal(c.lookup(0x5ff0, 2), -1, `old block ${b} stays dropped`);
   });
 
+  it('a store drops only the blocks whose bytes it overlaps, incl. one crossing in from the page before', () => {
+    const c = cache();
+    const isCode = (page: number): boolean => c.phys.code[0]![page] !== 0;
+    const blk = (pa: number, bytes: number, page2 = -1): number => { c.reserve(); return c.commit(pa, 2, 1, bytes, page2); };
+    const a = blk(0x5100, 0x10), b = blk(0x5200, 0x20), x = blk(0x4ff8, 0x10, 0x5000), other = blk(0x6000, 4);
+    assert.equal(c.invalidateBytes(0x5110, 4), false);          // just past a's end
+    assert.equal(c.invalidateBytes(0x51fc, 4), false);          // just before b
+    assert.equal(c.invalidateBytes(0x521f, 1), true);           // b's last byte
+    assert.deepEqual([c.lookup(0x5100, 2), c.lookup(0x5200, 2), c.lookup(0x4ff8, 2)], [a, -1, x]);
+    assert.equal(c.invalidateBytes(0x5007, 1), true);           // x's last byte, on its second page
+    assert.equal(c.lookup(0x4ff8, 2), -1);
+    assert.ok(isCode(5));
+    assert.equal(c.invalidateBytes(0x510f, 1), true);           // a: the page holds no block now
+    assert.equal(c.lookup(0x5100, 2), -1);
+    assert.ok(!isCode(5));
+    assert.equal(c.lookup(0x6000, 2), other);
+    // A block decoded there again is found, and a store overlapping it drops it.
+    const a2 = blk(0x5100, 0x10);
+    assert.equal(c.lookup(0x5100, 2), a2);
+    assert.equal(c.invalidateBytes(0x5100, 8), true);
+    assert.equal(c.lookup(0x5100, 2), -1);
+  });
+
+  it('stores that keep missing the blocks of a code page drop the whole page (data sharing a page with code)', () => {
+    const c = cache();
+    c.reserve();
+    const a = c.commit(0x8000, 2, 1, 0x10, -1);
+    for (let k = 0; k < 63; k++) assert.equal(c.invalidateBytes(0x8800 + k, 1), false);
+    assert.equal(c.lookup(0x8000, 2), a);
+    assert.ok(c.phys.code[0]![8] !== 0);
+    c.invalidateBytes(0x8900, 1);
+    assert.equal(c.lookup(0x8000, 2), -1);
+    assert.equal(c.phys.code[0]![8], 0);
+  });
+
   it('finds the newest block when an address is decoded again', () => {
     const c = cache();
     const first = add(c, 0x9000, 2);

@@ -59,6 +59,8 @@ const MAX_REGION_BLOCKS = 16;
 const MAX_REGION_INSNS = 200;
 /** Regions compiled per page: each new one starts cold in V8 (interpreted until it is optimized again). */
 const MAX_REGIONS_PER_PAGE = 3;
+/** Stores into a code page that hit no block before the whole page is dropped (invalidateBytes). */
+const PAGE_MISS_LIMIT = 64;
 
 /**
  * Decoded blocks: an instruction pool (fixed-stride records, ops.ts), block descriptors, a
@@ -92,6 +94,8 @@ export class CodeCache {
   readonly pageHead = new Map<number, number>();
   /** Regions compiled per code page since it was last invalidated (bounded by MAX_REGIONS_PER_PAGE). */
   readonly regionsMade = new Map<number, number>();
+  /** Stores into a code page that dropped no block, per page since it last dropped one (invalidateBytes). */
+  readonly pageMisses = new Map<number, number>();
   // Statistics
   readonly stats = { flushes: 0, invalidations: 0, blocksDecoded: 0, compiled: 0, regions: 0, compileMs: 0 };
   /** Called when a page first gets decoded code: VPs drop fast write mappings of it. */
@@ -215,8 +219,6 @@ export class CodeCache {
   invalidatePage(page: number): void {
     this.onInvalidate();
     let b = this.pageHead.get(page) ?? -1;
-    this.pageHead.delete(page);
-    this.regionsMade.delete(page);
     let guard = MAX_BLOCKS;
     while (b >= 0 && guard-- > 0) {
       const pa = Math.floor(this.blkKey[b]! / 4);
@@ -227,9 +229,62 @@ export class CodeCache {
       }
       b = next;
     }
+    this.#dropPage(page);
+    this.stats.invalidations++;
+  }
+
+  /**
+   * A guest store of `len` bytes at physical `pa` (not crossing a page) into a page holding
+   * decoded code: drop only the blocks whose bytes it overlaps (as QEMU does), so that code
+   * patching its own page (Linux applying alternatives, jump labels, static calls: ~1,000
+   * pages at boot, among them the pages of the patching code) keeps the rest of the page's
+   * blocks, compiled ones included. The page stays code (stores to it keep taking this path)
+   * while blocks remain; after PAGE_MISS_LIMIT stores that hit no block the whole page is
+   * dropped instead, so data sharing a page with code is not held on the slow path. Returns
+   * true if any block was dropped.
+   */
+  invalidateBytes(pa: number, len: number): boolean {
+    const page = Math.floor(pa / 4096), base = page * 4096;
+    // A region (jit.ts) holds copies of all its members: drop the whole page.
+    if (this.regionsMade.has(page)) { this.invalidatePage(page); return true; }
+    const lo = pa - base, hi = lo + len;
+    let prev = -1, b = this.pageHead.get(page) ?? -1, any = false, live = 0;
+    let guard = MAX_BLOCKS;
+    while (b >= 0 && guard-- > 0) {
+      const bpa = Math.floor(this.blkKey[b]! / 4);
+      const onFirst = bpa - (bpa % 4096) === base;
+      const next = onFirst ? this.blkNext[b]! : this.blkNext2[b]!;
+      let keep = this.blkValid[b] === 1;
+      if (keep) {
+        // The block's bytes in this page: from its start on its first page; from offset 0 to
+        // where it ends on its second.
+        const st = onFirst ? bpa - base : 0;
+        const en = onFirst ? st + this.blkBytes[b]! : (bpa % 4096) + this.blkBytes[b]! - 4096;
+        if (st < hi && lo < en) { this.blkValid[b] = 0; this.blkFn[b] = undefined; keep = false; any = true; }
+      }
+      if (keep) { live++; prev = b; }
+      else if (prev < 0) { if (next >= 0) this.pageHead.set(page, next); else this.pageHead.delete(page); }
+      else if (Math.floor(this.blkKey[prev]! / 4 / 4096) === page) this.blkNext[prev] = next;
+      else this.blkNext2[prev] = next;
+      b = next;
+    }
+    if (any) { this.onInvalidate(); this.stats.invalidations++; this.pageMisses.delete(page); }
+    else {
+      const m = (this.pageMisses.get(page) ?? 0) + 1;
+      this.pageMisses.set(page, m);
+      if (m >= PAGE_MISS_LIMIT) { this.invalidatePage(page); return false; }
+    }
+    if (live === 0) this.#dropPage(page);
+    return any;
+  }
+
+  /** The page holds no valid blocks any more: forget its list and its code mark. */
+  #dropPage(page: number): void {
+    this.pageHead.delete(page);
+    this.regionsMade.delete(page);
+    this.pageMisses.delete(page);
     const r = this.phys.find(page * 4096);
     if (r >= 0) this.phys.code[r]![Math.floor((page * 4096 - this.phys.start[r]!) / 4096)] = 0;
-    this.stats.invalidations++;
   }
 
   /** Invalidate all code in [pa, pa+len) (host-side writes); true if any block was dropped. */
@@ -248,6 +303,7 @@ export class CodeCache {
     this.tHead.fill(-1);
     this.pageHead.clear();
     this.regionsMade.clear();
+    this.pageMisses.clear();
     for (const c of this.phys.code) c.fill(0);
     this.stats.flushes++;
   }
