@@ -55,6 +55,7 @@ describe('emu: decoded-block cache', () => {
     const isCode = (page: number): boolean => c.phys.code[0]![page] !== 0;
     const blk = (pa: number, bytes: number, page2 = -1): number => { c.reserve(); return c.commit(pa, 2, 1, bytes, page2); };
     const a = blk(0x5100, 0x10), b = blk(0x5200, 0x20), x = blk(0x4ff8, 0x10, 0x5000), other = blk(0x6000, 4);
+    assert.equal(c.lookup(0x5200, 2), b);
     assert.equal(c.invalidateBytes(0x5110, 4), false);          // just past a's end
     assert.equal(c.invalidateBytes(0x51fc, 4), false);          // just before b
     assert.equal(c.invalidateBytes(0x521f, 1), true);           // b's last byte
