@@ -945,6 +945,19 @@ export class Cpu {
   }
   /** Push a value of size sz (1 = 16, 2 = 32, 3 = 64 bits). */
   push(sz: number, lo: number, hi: number): boolean {
+    if (this.mode === 2 && sz === 3) {
+      // 64-bit: RSP - 8 in int32 halves, probed in the int-keyed TLB (a hit is a canonical,
+      // writable RAM page without code), stored without calls.
+      const R = this.R, sl = R[8]!, sh = R[9]!;
+      const nl = (sl - 8) | 0, nh = (sh - ((sl >>> 0) < 8 ? 1 : 0)) | 0;
+      const T = this.tlbI, tg = (nl >>> 12) | (nh << 20), ts = (this.tlbW + (tg & TLB_MASK)) << 2, po = nl & 4095;
+      if (T[ts] === tg && T[ts + 1] === nh >> 12 && po <= 4088) {
+        const dv = this.phys.dv[T[ts + 2]!]!, o = T[ts + 3]! + po;
+        dv.setInt32(o, lo, true); dv.setInt32(o + 4, hi, true);
+        R[8] = nl; R[9] = nh;
+        return true;
+      }
+    }
     const n = 1 << sz;
     const lin = this.#stackLin(-n);
     if (this.excVec !== -1) return false;
@@ -955,6 +968,18 @@ export class Cpu {
   }
   /** Pop: value returned (high half in vhi); rSP updated only on success. */
   pop(sz: number): number {
+    if (this.mode === 2 && sz === 3) {
+      const R = this.R, sl = R[8]!, sh = R[9]!;
+      const T = this.tlbI, tg = (sl >>> 12) | (sh << 20), ts = (this.tlbR + (tg & TLB_MASK)) << 2, po = sl & 4095;
+      if (T[ts] === tg && T[ts + 1] === sh >> 12 && po <= 4088) {
+        const dv = this.phys.dv[T[ts + 2]!]!, o = T[ts + 3]! + po;
+        this.vhi = dv.getInt32(o + 4, true);
+        const v = dv.getInt32(o, true);
+        const nl = (sl + 8) | 0;
+        R[9] = (sh + ((nl >>> 0) < (sl >>> 0) ? 1 : 0)) | 0; R[8] = nl;
+        return v;
+      }
+    }
     const lin = this.#stackLin(0);
     if (this.excVec !== -1) return 0;
     const v = this.rdN(lin, sz);

@@ -361,6 +361,45 @@ describe('emu: REP STOS/MOVS page runs (ERMS)', () => {
   });
 });
 
+describe('emu: 64-bit PUSH/POP', () => {
+  it('a slot straddling a page boundary, and pushes and pops of cached and uncached pages', async () => {
+    const vm = await longModeVm(`
+      mov r9, rsp
+      mov qword ptr [0x4000 + 0x90 * 8], 0x96003   # virtual 0x90000 -> frame 0x96000
+      invlpg [0x90000]
+      mov qword ptr [0x8fff0], 0               # the page below in the TLB, for reads and writes
+      mov rdx, [0x8fff0]
+      mov rsp, 0x90004
+      mov rax, 0x1122334455667788
+      push rax
+      mov r10, rsp
+      pop rbx
+      mov r11, rsp
+      mov rsp, 0x91000
+      push rax
+      pop rcx
+      mov rsp, 0x1ff000
+      push rax
+      push rcx
+      pop rdx
+      pop rsi
+      mov rsp, r9
+      hlt`);
+    assert.deepEqual(await vm.run(), { kind: 'halted' });
+    const st = await vm.state();
+    assert.equal(st.regs.r10, 0x8fffcn);
+    assert.equal(st.regs.rbx, 0x1122334455667788n);
+    assert.equal(st.regs.r11, 0x90004n);
+    // The slot's two halves on their own frames (a copy past the page end would write frame 0x90000).
+    assert.equal(vm.partition.memory.readU32(0x8fffc), 0x55667788);
+    assert.equal(vm.partition.memory.readU32(0x96000), 0x11223344);
+    assert.equal(st.regs.rcx, 0x1122334455667788n);
+    assert.equal(st.regs.rdx, 0x1122334455667788n);
+    assert.equal(st.regs.rsi, 0x1122334455667788n);
+    assert.equal(vm.partition.memory.readU64(0x1feff8), 0x1122334455667788n);
+  });
+});
+
 describe('emu: TLB and jump cache across CR3 writes', () => {
   // p1's page is remapped to p2's frame; each page holds "mov eax, N; ret" and a quadword
   // 0xN111 at +8. p1 runs hot (compiled, in the jump cache) before the remap.
