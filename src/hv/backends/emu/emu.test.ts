@@ -1150,6 +1150,24 @@ describe('emu: NMI', () => {
   });
 });
 
+/**
+ * Start VP1 of a two-VP test machine at the symbol `ap` in long mode (the BSP's mode and
+ * segments, its own APIC and a stack of its own) and let it run until it first waits.
+ */
+async function startAp(vm: Awaited<ReturnType<typeof longModeVm>>) {
+  const vp1 = vm.partition.vps[1]!;
+  const bsp = await vm.vp.getState();
+  const st = await vp1.getState();   // keeps VP1's own APIC (ID 1)
+  st.regs = { ...bsp.regs, rip: BigInt(vm.sym('ap')), rsp: 0x50000n };
+  st.sregs = { ...bsp.sregs, apicBase: st.sregs.apicBase };
+  assert.equal(st.halted, true);       // an AP waits for STARTUP until its state is set
+  st.halted = false;
+  await vp1.setState(st);
+  const r1 = vp1.run();
+  await new Promise((res) => setTimeout(res, 5));
+  return { vp1, r1 };
+}
+
 describe('emu: several processors', () => {
   it('VP0 sends fixed IPIs to VP1 through its ICR; both run interleaved on one thread', async () => {
     const vm = await longModeVm(`
@@ -1181,17 +1199,8 @@ describe('emu: several processors', () => {
       mov dword ptr [0x90000], r8d
       mov dword ptr [rsi + 0xb0], 0
       iretq`, { idt: new Map([[0x61, 'ipi']]), vpCount: 2 });
-    const vp1 = vm.partition.vps[1]!;
-    const bsp = await vm.vp.getState();
-    const st = await vp1.getState();   // keeps VP1's own APIC (ID 1)
-    st.regs = { ...bsp.regs, rip: BigInt(vm.sym('ap')), rsp: 0x50000n };
-    st.sregs = { ...bsp.sregs, apicBase: st.sregs.apicBase };
-    assert.equal(st.halted, true);       // an AP waits for STARTUP until its state is set
-    st.halted = false;
-    await vp1.setState(st);
     // VP1 must be listening before VP0 sends.
-    const r1 = vp1.run();
-    await new Promise((res) => setTimeout(res, 5));
+    const { vp1, r1 } = await startAp(vm);
     const r0 = vm.run();
     assert.deepEqual(await r0, { kind: 'halted' });
     assert.deepEqual(await r1, { kind: 'halted' });
@@ -1225,15 +1234,7 @@ describe('emu: pause-loop exiting', () => {
       ipi: mov dword ptr [0x90000], 1
       mov dword ptr [rsi + 0xb0], 0
       iretq`, { idt: new Map([[0x61, 'ipi']]), vpCount: 2 });
-    const vp1 = vm.partition.vps[1]!;
-    const bsp = await vm.vp.getState();
-    const st = await vp1.getState();
-    st.regs = { ...bsp.regs, rip: BigInt(vm.sym('ap')), rsp: 0x50000n };
-    st.sregs = { ...bsp.sregs, apicBase: st.sregs.apicBase };
-    st.halted = false;
-    await vp1.setState(st);
-    const r1 = vp1.run();
-    await new Promise((res) => setTimeout(res, 5));
+    const { r1 } = await startAp(vm);
     assert.deepEqual(await vm.run(), { kind: 'halted' });
     assert.deepEqual(await r1, { kind: 'halted' });
     const spins = (await vm.vp.getState()).regs.rcx;
