@@ -883,6 +883,15 @@ export class Cpu {
       const v = xl << sc, vh = sc === 0 ? xh : (xh << sc) | (xl >>> (32 - sc));
       const n = (lo + v) | 0; hi = (hi + vh + ((n >>> 0) < (v >>> 0) ? 1 : 0)) | 0; lo = n;
     }
+    return this.#probeI(lo, hi, part, sz);
+  }
+  /**
+   * The int-keyed TLB part `part` (tlbR or tlbW) for 2^sz bytes at the address in int32 halves
+   * lo/hi: on a hit on RAM within one page, the offset in `fastDv` (set to the page's region);
+   * else -1. A hit is a canonical address (only those are filled) and, in the write part, a
+   * writable page without decoded code.
+   */
+  #probeI(lo: number, hi: number, part: number, sz: number): number {
     const T = this.tlbI, tg = (lo >>> 12) | (hi << 20), ts = (part + (tg & TLB_MASK)) << 2, po = lo & 4095;
     if (T[ts] !== tg || T[ts + 1] !== (hi >> 12) || po > 4096 - (1 << sz)) return -1;
     this.fastDv = this.phys.dv[T[ts + 2]!]!;
@@ -946,17 +955,11 @@ export class Cpu {
   /** Push a value of size sz (1 = 16, 2 = 32, 3 = 64 bits). */
   push(sz: number, lo: number, hi: number): boolean {
     if (this.mode === 2 && sz === 3) {
-      // 64-bit: RSP - 8 in int32 halves, probed in the int-keyed TLB (a hit is a canonical,
-      // writable RAM page without code), stored without calls.
+      // 64-bit: RSP - 8 in int32 halves, probed in the int-keyed TLB.
       const R = this.R, sl = R[8]!, sh = R[9]!;
       const nl = (sl - 8) | 0, nh = (sh - ((sl >>> 0) < 8 ? 1 : 0)) | 0;
-      const T = this.tlbI, tg = (nl >>> 12) | (nh << 20), ts = (this.tlbW + (tg & TLB_MASK)) << 2, po = nl & 4095;
-      if (T[ts] === tg && T[ts + 1] === nh >> 12 && po <= 4088) {
-        const dv = this.phys.dv[T[ts + 2]!]!, o = T[ts + 3]! + po;
-        dv.setInt32(o, lo, true); dv.setInt32(o + 4, hi, true);
-        R[8] = nl; R[9] = nh;
-        return true;
-      }
+      const o = this.#probeI(nl, nh, this.tlbW, 3);
+      if (o >= 0) { this.#fastSt(o, 3, lo, hi); R[8] = nl; R[9] = nh; return true; }
     }
     const n = 1 << sz;
     const lin = this.#stackLin(-n);
@@ -970,11 +973,9 @@ export class Cpu {
   pop(sz: number): number {
     if (this.mode === 2 && sz === 3) {
       const R = this.R, sl = R[8]!, sh = R[9]!;
-      const T = this.tlbI, tg = (sl >>> 12) | (sh << 20), ts = (this.tlbR + (tg & TLB_MASK)) << 2, po = sl & 4095;
-      if (T[ts] === tg && T[ts + 1] === sh >> 12 && po <= 4088) {
-        const dv = this.phys.dv[T[ts + 2]!]!, o = T[ts + 3]! + po;
-        this.vhi = dv.getInt32(o + 4, true);
-        const v = dv.getInt32(o, true);
+      const o = this.#probeI(sl, sh, this.tlbR, 3);
+      if (o >= 0) {
+        const v = this.#fastLd(o, 3);
         const nl = (sl + 8) | 0;
         R[9] = (sh + ((nl >>> 0) < (sl >>> 0) ? 1 : 0)) | 0; R[8] = nl;
         return v;
@@ -1317,12 +1318,8 @@ export class Cpu {
 
   #findBlock(): number {
     const lin = this.mode === 2 ? this.rip : (this.sBase[SEG_CS]! + this.rip) >>> 0;
-    const vpn = Math.floor(lin / 4096);
-    let s = this.tlbX + (vpn & TLB_MASK);
-    if (this.tlbTag[s] !== vpn) {
-      s = this.xlate(lin, ACC_X);
-      if (s < 0) { if (this.excVec === -2) { this.excVec = -1; return -2; } return -1; }
-    }
+    const s = this.#tlbSlot(lin, this.tlbX, ACC_X);
+    if (s < 0) { if (this.excVec === -2) { this.excVec = -1; return -2; } return -1; }
     const reg = this.tlbReg[s]!;
     this.#fetchGlobal = this.tlbGlobal[s] === 1;
     if (reg < 0) { this.errorMessage = `instruction fetch from non-RAM physical address 0x${(this.tlbPhys[s]! + (lin & 0xfff)).toString(16)}`; return -2; }
@@ -1340,10 +1337,14 @@ export class Cpu {
 
   /** Physical page of the code page at linear `lin` (instruction-fetch translation), or -1 with the fault set. */
   #fetchPage(lin: number): number {
-    const vpn = Math.floor(lin / 4096);
-    let s = this.tlbX + (vpn & TLB_MASK);
-    if (this.tlbTag[s] !== vpn) { s = this.xlate(lin, ACC_X); if (s < 0) return -1; }
-    return this.tlbPhys[s]!;
+    const s = this.#tlbSlot(lin, this.tlbX, ACC_X);
+    return s < 0 ? -1 : this.tlbPhys[s]!;
+  }
+
+  /** The TLB slot of `lin` in part `part` (tlbR/tlbW/tlbX) for access `acc`, filled by a page walk on a miss; -1 with the fault set. */
+  #tlbSlot(lin: number, part: number, acc: number): number {
+    const vpn = Math.floor(lin / 4096), s = part + (vpn & TLB_MASK);
+    return this.tlbTag[s] === vpn ? s : this.xlate(lin, acc);
   }
 
   #decodeBlock(lin: number, pa: number, reg: number, pageOff: number): number {
@@ -2743,16 +2744,14 @@ export class Cpu {
       // Source first: the element loop reads before it writes.
       let sReg = -1, sOff = 0, dReg = -1, dOff = 0;
       if (elems !== 0 && movs) {
-        const vpn = Math.floor(s / 4096);
-        let t = this.tlbR + (vpn & TLB_MASK);
-        if (this.tlbTag[t] !== vpn) { t = this.xlate(s, ACC_R); if (t < 0) return -1; }
+        const t = this.#tlbSlot(s, this.tlbR, ACC_R);
+        if (t < 0) return -1;
         sReg = this.tlbReg[t]!;
         sOff = this.tlbOff[t]! + (s & 0xfff);
       }
       if (elems !== 0 && (!movs || sReg >= 0)) {
-        const vpn = Math.floor(d / 4096);
-        let t = this.tlbW + (vpn & TLB_MASK);
-        if (this.tlbTag[t] !== vpn) { t = this.xlate(d, ACC_W); if (t < 0) return -1; }
+        const t = this.#tlbSlot(d, this.tlbW, ACC_W);
+        if (t < 0) return -1;
         dReg = this.tlbReg[t]!;
         dOff = this.tlbOff[t]! + (d & 0xfff);
       }

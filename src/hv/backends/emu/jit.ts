@@ -508,6 +508,15 @@ function shiftCode(f: FlagState, op: number, sz: number, rm: number, cnt: number
   }
 }
 
+/**
+ * Unsigned 32 x 32 -> 64-bit product of the expressions x (already unsigned) and y (int32 or
+ * unsigned) as consts `lo` and `hi` (unsigned 32-bit digits): two 32 x 16-bit partial products,
+ * each below 2^48 and so exact in a double.
+ */
+function mulU32(x: string, y: string, lo: string, hi: string): string {
+  return `const ${lo}_l = ${x} * (${y} & 0xffff), ${lo}_h = ${x} * (${y} >>> 16); const ${lo} = Math.imul(${x}, ${y}) >>> 0, ${hi} = Math.floor(${lo}_h / 65536) + Math.floor((${lo}_l + (${lo}_h & 0xffff) * 65536) / 4294967296);`;
+}
+
 const FLAG_PURE = 0, FLAG_FULL = 1, FLAG_BARRIER = 2;
 /**
  * How record `i` (64-bit code) relates to the flags as compiled inline: FLAG_PURE neither
@@ -858,8 +867,8 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
               // Factors below 2^32 (multi-precision code: the kernel's RSA checks of module
               // signatures): the exact product from two partial products below 2^48; it
               // overflows a signed 64-bit result exactly when bit 63 is set.
-              const A = a >>> 0, pl = A * (b & 0xffff), ph = A * (b >>> 16);
-              lo = Math.imul(a, b); hi = (Math.floor(ph / 65536) + Math.floor((pl + (ph & 0xffff) * 65536) / 4294967296)) | 0;
+              const A = a >>> 0; ${mulU32('A', 'b', 'pl', 'ph')}
+              lo = pl | 0; hi = ph | 0;
               const of = hi >>> 31; ${flags('lo', 'hi', 'of')}
             } else { c.imulTrunc(3, a, ah, b, bh); lo = c.t0; hi = c.t1; }
             R[${reg * 2}] = lo; R[${reg * 2 + 1}] = hi; }`;
@@ -873,10 +882,8 @@ function emitBlock(D: Int32Array, first: number, count: number, mode: number, rg
         if (sz !== 3) break;
         const b = mem ? `${eaCode(D, i, mode, exc)} ${load(3, 'b', 'bh', exc)}` : rdReg(rm, 3, 'b', 'bh');
         f.forget();
-        const m32 = (x: string, y: string, lo: string, hi: string): string =>
-          `const ${lo}_l = (${x}) * (${y} & 0xffff), ${lo}_h = (${x}) * (${y} >>> 16); const ${lo} = Math.imul(${x}, ${y}) >>> 0, ${hi} = Math.floor(${lo}_h / 65536) + Math.floor((${lo}_l + (${lo}_h & 0xffff) * 65536) / 4294967296);`;
         code = `{ ${b} const al = R[0] >>> 0, ah = R[1] >>> 0, bl = b >>> 0, bhu = bh >>> 0;
-          ${m32('al', 'bl', 'p0', 'q0')} ${m32('al', 'bhu', 'p1', 'q1')} ${m32('ah', 'bl', 'p2', 'q2')} ${m32('ah', 'bhu', 'p3', 'q3')}
+          ${mulU32('al', 'bl', 'p0', 'q0')} ${mulU32('al', 'bhu', 'p1', 'q1')} ${mulU32('ah', 'bl', 'p2', 'q2')} ${mulU32('ah', 'bhu', 'p3', 'q3')}
           let s = q0 + p1 + p2; const r1 = s | 0; s = Math.floor(s / 4294967296) + q1 + q2 + p3; const r2 = s | 0; const r3 = (Math.floor(s / 4294967296) + q3) | 0;
           const r0 = p0 | 0, of = (r2 | r3) !== 0 ? 1 : 0; R[0] = r0; R[1] = r1; R[4] = r2; R[5] = r3; ${resultFlags('r0', 'r1', 'of', 'of')} }`;
         break;

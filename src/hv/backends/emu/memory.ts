@@ -248,7 +248,7 @@ export class CodeCache {
     // A region (jit.ts) holds copies of all its members: drop the whole page.
     if (this.regionsMade.has(page)) { this.invalidatePage(page); return true; }
     const lo = pa - base, hi = lo + len;
-    let prev = -1, b = this.pageHead.get(page) ?? -1, any = false, live = 0;
+    let prev = -1, prevOnFirst = false, b = this.pageHead.get(page) ?? -1, any = false, live = 0;
     let guard = MAX_BLOCKS;
     while (b >= 0 && guard-- > 0) {
       const bpa = Math.floor(this.blkKey[b]! / 4);
@@ -262,9 +262,9 @@ export class CodeCache {
         const en = onFirst ? st + this.blkBytes[b]! : (bpa % 4096) + this.blkBytes[b]! - 4096;
         if (st < hi && lo < en) { this.blkValid[b] = 0; this.blkFn[b] = undefined; keep = false; any = true; }
       }
-      if (keep) { live++; prev = b; }
+      if (keep) { live++; prev = b; prevOnFirst = onFirst; }
       else if (prev < 0) { if (next >= 0) this.pageHead.set(page, next); else this.pageHead.delete(page); }
-      else if (Math.floor(this.blkKey[prev]! / 4 / 4096) === page) this.blkNext[prev] = next;
+      else if (prevOnFirst) this.blkNext[prev] = next;
       else this.blkNext2[prev] = next;
       b = next;
     }
